@@ -1,0 +1,38 @@
+# Two commands matter: `make serve` runs the daemon, `make test` runs the whole suite.
+# Both create what they need: a virtualenv in .venv, and (for tests) the pinned Claude Code CLI.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CLAUDE_CODE_VERSION := 2.1.331
+CLI_DIR := .cache/claude-code-$(CLAUDE_CODE_VERSION)
+TEST_CLI := $(CLI_DIR)/node_modules/.bin/claude
+
+.PHONY: serve test lint bench clean
+
+$(BIN)/claude-max: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required" if sys.version_info < (3, 11) else 0)'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(TEST_CLI):
+	npm install --silent --no-fund --no-audit --prefix $(CLI_DIR) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	$(TEST_CLI) --version
+
+serve: $(BIN)/claude-max
+	$(BIN)/claude-max serve
+
+lint: $(BIN)/claude-max
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(BIN)/claude-max $(TEST_CLI) lint
+	CLAUDE_MAX_TEST_CLI=$(abspath $(TEST_CLI)) $(BIN)/pytest -q
+
+bench: $(BIN)/claude-max $(TEST_CLI)
+	CLAUDE_MAX_TEST_CLI=$(abspath $(TEST_CLI)) $(BIN)/python scripts/bench.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The Telegram face. Not built yet: see the bot issue."""

@@ -1,0 +1,129 @@
+"""Settings, read once from the environment or `.env`, and the default timeouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Waits that have no setting of their own.
+CLI_VERSION_TIMEOUT = 15.0  # `claude --version` in doctor
+RETRY_AFTER_SECONDS = 5  # what a saturated daemon tells clients
+
+PermissionMode = Literal["bypassPermissions", "acceptEdits", "auto", "default", "dontAsk", "plan", "manual"]
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of the daemon. Names are the environment variables, upper-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    claude_bin: str = "claude"
+    claude_workdir: Path | None = None
+    state_dir: Path = Path("~/.local/state/claude-max")
+    claude_permission_mode: PermissionMode = "bypassPermissions"
+    claude_max_turns: int | None = Field(default=None, ge=1)
+    default_model: str = ""
+    model_aliases: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+
+    proxy_host: str = "127.0.0.1"
+    proxy_port: int = Field(default=3456, ge=0, le=65535)
+    proxy_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    proxy_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    proxy_max_body_mb: float = Field(default=10.0, gt=0)
+
+    telegram_bot_token: SecretStr | None = None
+    telegram_allowed_users: Annotated[list[int], NoDecode] = Field(default_factory=list)
+    telegram_notify_id: int | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+
+    activity_timeout: float = Field(default=600.0, gt=0)
+    max_concurrent: int = Field(default=4, ge=1, le=256)
+    queue_wait: float = Field(default=10.0, ge=0)
+    kill_grace: float = Field(default=3.0, gt=0)
+    debug: str = ""
+
+    @field_validator("proxy_api_keys", "proxy_allowed_origins", "telegram_allowed_users", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("model_aliases", mode="before")
+    @classmethod
+    def _aliases(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        aliases: dict[str, str] = {}
+        for item in _split_csv(value):  # type: ignore[union-attr]
+            name, sep, target = item.partition("=")
+            if not sep or not name.strip() or not target.strip():
+                raise ValueError(f"expected name=model pairs separated by commas, got {item!r}")
+            aliases[name.strip().lower()] = target.strip()
+        return aliases
+
+    @field_validator("telegram_bot_token", "telegram_notify_id", "claude_max_turns", "claude_workdir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("proxy_allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"an origin looks like https://example.com, got {origin!r}")
+        return [origin.rstrip("/") for origin in value]
+
+    @model_validator(mode="after")
+    def _paths(self) -> Settings:
+        self.state_dir = self.state_dir.expanduser()
+        if self.claude_workdir is None:
+            self.claude_workdir = self.state_dir / "workspace"
+        self.claude_workdir = self.claude_workdir.expanduser()
+        return self
+
+    @property
+    def workdir(self) -> Path:
+        assert self.claude_workdir is not None  # set by _paths
+        return self.claude_workdir
+
+    @property
+    def debug_enabled(self) -> bool:
+        return bool(self.debug)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.proxy_max_body_mb * 1024 * 1024)
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.proxy_host in {"127.0.0.1", "::1", "localhost"} or self.proxy_host.startswith("127.")
+
+
+_SECRET_SETTINGS = {"PROXY_API_KEYS", "TELEGRAM_BOT_TOKEN"}
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message names the variable."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning pydantic's report into one line per bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+            message = error["msg"].removeprefix("Value error, ")
+            shown = "***" if name in _SECRET_SETTINGS else repr(error.get("input"))
+            lines.append(f"{name}: {message} (got {shown})")
+        raise SettingsError("invalid setting: " + "; ".join(lines)) from None

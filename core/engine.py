@@ -1,0 +1,453 @@
+"""The engine: turns on Claude Code sessions, shared by every face of the daemon.
+
+A face builds a `TurnRequest`, enters `engine.turn(request)` (which waits for the
+conversation's previous turn, takes a CLI slot and spawns the CLI, or raises) and
+iterates the events. The engine resumes the conversation's session when it can,
+starts a fresh one carrying the history when it cannot, records the mapping only
+after the CLI reported success, and never leaves a process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from core.answer import AnswerBuilder, AnswerDelta
+from core.config import RETRY_AFTER_SECONDS, Settings
+from core.errors import (
+    ActivityTimeout,
+    CLIUnavailable,
+    EngineError,
+    Saturated,
+    SessionNotFound,
+    TurnCancelled,
+    TurnFailed,
+    UpstreamError,
+)
+from core.events import (
+    ApiError,
+    ApiRetry,
+    AssistantText,
+    Event,
+    MessageStart,
+    NotJSON,
+    Result,
+    SessionInit,
+    ToolResult,
+    ToolStart,
+    UnknownEvent,
+    parse_event,
+)
+from core.process import CLIProcess, Spawn, child_environment
+from core.store import Conversation, SessionStore
+
+log = logging.getLogger("core.engine")
+
+Prompt = str | list[dict[str, Any]]
+TurnEvent = Event | AnswerDelta
+
+_NOT_LOGGED_IN = ("not logged in", "please run /login", "invalid api key")
+_ROOT_REFUSED = "cannot be used with root/sudo privileges"
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """One user turn, as a face asks for it.
+
+    `prompt_for` gets the conversation about to be resumed, or None when a fresh session
+    starts (so the prompt must carry whatever history the face has).
+    `key` names the conversation explicitly; without it the engine looks for the session
+    whose recorded `head` equals `history` (a history the face fingerprinted).
+    """
+
+    prompt_for: Callable[[Conversation | None], Prompt]
+    key: str | None = None
+    history: str | None = None
+    model: str = ""
+    head_after: Callable[[str], str | None] | None = None
+    context: str | None = None
+    face: str = "http"
+
+
+class EngineState(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Engine:
+    """Build once per daemon; `async with Engine(settings) as engine:` opens the store."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = SessionStore(settings.state_dir)
+        self.state = EngineState.NEW
+        self._slots = asyncio.Semaphore(settings.max_concurrent)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = {}
+        self._turns: set[Turn] = set()
+        self._finishing: set[asyncio.Task[None]] = set()
+        self.waiting = 0
+
+    async def __aenter__(self) -> Engine:
+        if self.state is not EngineState.NEW:
+            raise RuntimeError(f"engine is {self.state.value}; build a new one")
+        self.settings.workdir.mkdir(parents=True, exist_ok=True)
+        await self.store.open()
+        self.state = EngineState.OPEN
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self.state is EngineState.CLOSED:
+            return
+        self.state = EngineState.CLOSED
+        await asyncio.gather(*(turn.cancel("the daemon is shutting down") for turn in list(self._turns)))
+        if self._finishing:
+            await asyncio.gather(*self._finishing, return_exceptions=True)
+        await self.store.close()
+
+    @property
+    def running(self) -> int:
+        return len(self._turns)
+
+    def turn(self, request: TurnRequest) -> Turn:
+        if self.state is not EngineState.OPEN:
+            raise RuntimeError(f"engine is {self.state.value}")
+        return Turn(self, request)
+
+    # -- used by Turn -------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _conversation_lock(self, key: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._lock_users[key] = self._lock_users.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._lock_users[key] -= 1
+            if not self._lock_users[key]:
+                del self._lock_users[key]
+                del self._locks[key]
+
+    async def _acquire_slot(self) -> None:
+        self.waiting += 1
+        try:
+            async with asyncio.timeout(self.settings.queue_wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise Saturated(
+                f"all {self.settings.max_concurrent} Claude Code slots are busy; try again shortly",
+                retry_after=RETRY_AFTER_SECONDS,
+            ) from None
+        finally:
+            self.waiting -= 1
+
+    def _release_slot(self) -> None:
+        self._slots.release()
+
+    def _argv(self, model: str, resume: str | None) -> list[str]:
+        s = self.settings
+        argv = [
+            s.claude_bin, "-p",
+            "--input-format", "stream-json",
+            "--output-format", "stream-json",
+            "--verbose",
+            "--include-partial-messages",
+            "--permission-mode", s.claude_permission_mode,
+        ]  # fmt: skip
+        if model:
+            argv += ["--model", model]
+        if s.claude_max_turns:
+            argv += ["--max-turns", str(s.claude_max_turns)]
+        if resume:
+            argv += ["--resume", resume]
+        return argv
+
+    def _process(self, prompt: Prompt, *, model: str, resume: Conversation | None) -> CLIProcess:
+        workdir = self.settings.workdir
+        if resume is not None and Path(resume.workdir).is_dir():
+            workdir = Path(resume.workdir)  # the CLI keeps sessions per project directory
+        message = {
+            "type": "user",
+            "message": {"role": "user", "content": prompt},
+            "parent_tool_use_id": None,
+            "session_id": "",
+        }
+        spawn = Spawn(
+            argv=self._argv(model, resume.session_id if resume else None),
+            cwd=workdir,
+            env=child_environment(),
+            stdin=json.dumps(message, ensure_ascii=False).encode() + b"\n",
+        )
+        return CLIProcess(spawn, activity_timeout=self.settings.activity_timeout, kill_grace=self.settings.kill_grace)
+
+
+class Turn:
+    """One running turn. Enter to start it, iterate for events; leaving always cleans up."""
+
+    def __init__(self, engine: Engine, request: TurnRequest) -> None:
+        self._engine = engine
+        self.request = request
+        self.key = request.key or ""
+        self.resumed: Conversation | None = None
+        self.model = ""
+        self.model_reported = ""
+        self.session_id: str | None = None
+        self.result: Result | None = None
+        self.answer = AnswerBuilder()
+        self.started = time.monotonic()
+        self.outcome = "started"
+        self._process: CLIProcess | None = None
+        self._lock_cm: contextlib.AbstractAsyncContextManager[None] | None = None
+        self._has_slot = False
+        self._cancel_reason: str | None = None
+        self._yielded_content = False
+
+    # -- entering: lock, slot, spawn ----------------------------------------------
+
+    async def __aenter__(self) -> Turn:
+        engine, request = self._engine, self.request
+        try:
+            await self._lock_conversation()
+            await engine._acquire_slot()
+            self._has_slot = True
+            self.model = request.model or (self.resumed.model if self.resumed else "") or engine.settings.default_model
+            await self._spawn(self.resumed)
+        except BaseException as exc:
+            self.outcome = type(exc).__name__
+            await self._release()
+            raise
+        engine._turns.add(self)
+        return self
+
+    async def _lock_conversation(self) -> None:
+        engine, request = self._engine, self.request
+        store = engine.store
+        if not request.key and request.history:
+            found = await store.find_by_head(request.history)
+            if found is not None:
+                self.key = found.key
+        if not self.key:
+            self.key = f"{request.face}:{uuid.uuid4()}"
+        self._lock_cm = engine._conversation_lock(self.key)
+        await self._lock_cm.__aenter__()
+        record = await store.get(self.key)
+        if record is not None and (request.history is None or record.head == request.history):
+            self.resumed = record
+        elif record is not None and not request.key:
+            # The conversation moved on while we waited (a retry or a branch): fork it off.
+            await self._lock_cm.__aexit__(None, None, None)
+            self.key = f"{request.face}:{uuid.uuid4()}"
+            self._lock_cm = engine._conversation_lock(self.key)
+            await self._lock_cm.__aenter__()
+
+    async def _spawn(self, resume: Conversation | None) -> None:
+        prompt = self.request.prompt_for(resume)
+        self._process = self._engine._process(prompt, model=self.model, resume=resume)
+        await self._process.start()
+
+    # -- iterating -----------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[TurnEvent]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[TurnEvent]:
+        try:
+            async for event in self._run_process():
+                yield event
+        except SessionNotFound:
+            if self.resumed is None or self._yielded_content:
+                raise
+            log.info("session_not_found conversation=%s session=%s fresh=true", self.key, self.resumed.session_id)
+            lost, self.resumed = self.resumed, None
+            assert self._process is not None
+            await self._process.stop()
+            self.model = self.request.model or lost.model or self._engine.settings.default_model
+            await self._spawn(None)
+            async for event in self._run_process():
+                yield event
+
+    async def _run_process(self) -> AsyncIterator[TurnEvent]:
+        process = self._process
+        assert process is not None
+        try:
+            async for line in process.lines():
+                try:
+                    events = parse_event(line)
+                except NotJSON:
+                    log.warning("cli_non_json_line conversation=%s line=%r", self.key, line[:200])
+                    continue
+                for event in events:
+                    self._observe(event, process)
+                    if isinstance(event, Result):
+                        await self._finish(event)
+                        yield event
+                        return
+                    yield event
+                    delta = self.answer.feed(event)
+                    if delta is not None:
+                        self._yielded_content = True
+                        yield delta
+        except ActivityTimeout as exc:
+            exc.session_id = self.session_id
+            self.outcome = "timeout"
+            raise
+        # stdout ended without a result.
+        code = await process.wait_exit(self._engine.settings.kill_grace)
+        if self._cancel_reason is not None:
+            self.outcome = "cancelled"
+            raise TurnCancelled(self._cancel_reason, session_id=self.session_id)
+        raise self._exit_error(code, process.stderr_tail)
+
+    def _observe(self, event: Event, process: CLIProcess) -> None:
+        if isinstance(event, SessionInit):
+            self.session_id = event.session_id
+            if event.model:
+                self.model_reported = event.model
+            process.note("started the session")
+        elif isinstance(event, MessageStart) and event.parent_tool_use_id is None and event.model:
+            self.model_reported = event.model
+            process.note("waiting for the model")
+        elif isinstance(event, AssistantText) and event.parent_tool_use_id is None and event.model:
+            if event.model != "<synthetic>":
+                self.model_reported = event.model
+        elif isinstance(event, ToolStart):
+            process.note(f"tool {event.name}")
+        elif isinstance(event, ToolResult):
+            process.note("tool result")
+        elif isinstance(event, ApiRetry):
+            process.note(f"API retry {event.attempt}/{event.max_retries} after {event.error_status or event.error}")
+            log.info("api_retry conversation=%s attempt=%s status=%s", self.key, event.attempt, event.error_status)
+        elif isinstance(event, ApiError):
+            process.note(f"API error {event.status}")
+        elif isinstance(event, UnknownEvent) and self._engine.settings.debug_enabled:
+            log.debug("cli_event_unknown kind=%s", event.kind)
+
+    async def _finish(self, result: Result) -> None:
+        """Check the CLI's verdict; record the session only when it succeeded."""
+        self.result = result
+        self.session_id = result.session_id or self.session_id
+        if any("No conversation found" in error for error in result.errors):
+            raise SessionNotFound("; ".join(result.errors), session_id=self.session_id)
+        if result.is_error and (result.terminal_reason == "api_error" or result.api_error_status):
+            self.outcome = "upstream_error"
+            if result.api_error_status is None and any(m in result.text.lower() for m in _NOT_LOGGED_IN):
+                raise CLIUnavailable(f"the Claude Code CLI is not logged in: {result.text}", session_id=self.session_id)
+            raise UpstreamError(
+                result.text or "the Anthropic API failed",
+                status=result.api_error_status,
+                kind=result.api_error_kind,
+                session_id=self.session_id,
+            )
+        if result.is_error and result.subtype != "error_max_turns":
+            self.outcome = "failed"
+            detail = "; ".join(result.errors) or result.text or result.subtype
+            raise TurnFailed(
+                f"the Claude Code CLI failed: {detail}",
+                session_id=self.session_id,
+                stderr=self._process.stderr_tail if self._process else "",
+            )
+        if not self.answer.text and result.text:
+            self.answer.parts.append(result.text)
+        self.outcome = "ok" if not result.is_error else result.subtype
+        request = self.request
+        head = request.head_after(self.answer.text) if request.head_after else None
+        await self._engine.store.record(
+            self.key,
+            session_id=result.session_id,
+            model=self.model,
+            workdir=str(self._process.cwd if self._process else self._engine.settings.workdir),
+            head=head,
+            context=request.context,
+        )
+
+    def _exit_error(self, code: int | None, stderr: str) -> EngineError:
+        self.outcome = "failed"
+        if "No conversation found" in stderr:
+            return SessionNotFound(stderr, session_id=self.session_id, stderr=stderr)
+        if _ROOT_REFUSED in stderr:
+            return CLIUnavailable(
+                "the Claude Code CLI refuses bypassPermissions as root; set IS_SANDBOX=1 in its environment "
+                "or choose another CLAUDE_PERMISSION_MODE",
+                stderr=stderr,
+            )
+        if any(marker in stderr.lower() for marker in _NOT_LOGGED_IN):
+            return CLIUnavailable(f"the Claude Code CLI is not logged in: {stderr}", stderr=stderr)
+        detail = stderr.splitlines()[-1] if stderr else "no output on stderr"
+        return TurnFailed(
+            f"the Claude Code CLI exited with status {code} without an answer: {detail}",
+            session_id=self.session_id,
+            stderr=stderr,
+        )
+
+    # -- leaving -------------------------------------------------------------------
+
+    async def cancel(self, reason: str) -> None:
+        """Stop the turn now: the CLI's process group is terminated, iteration ends in `TurnCancelled`."""
+        self._cancel_reason = reason
+        if self._process is not None:
+            await self._process.stop()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        engine = self._engine
+        engine._turns.discard(self)
+        if exc is not None and self.outcome in ("started", "ok"):
+            self.outcome = (
+                "cancelled" if isinstance(exc, (asyncio.CancelledError, ConnectionError)) else type(exc).__name__
+            )
+        if self.result is not None and exc is None:
+            # Answer delivered: let the CLI exit in the background, then free the slot and the conversation.
+            task = asyncio.create_task(self._release(wait_exit=True))
+            engine._finishing.add(task)
+            task.add_done_callback(engine._finishing.discard)
+        else:
+            await asyncio.shield(self._release())
+        self._log()
+
+    async def _release(self, wait_exit: bool = False) -> None:
+        try:
+            if self._process is not None:
+                if wait_exit:
+                    await self._process.wait_exit(self._engine.settings.kill_grace)
+                await self._process.stop()
+        finally:
+            if self._has_slot:
+                self._has_slot = False
+                self._engine._release_slot()
+            if self._lock_cm is not None:
+                cm, self._lock_cm = self._lock_cm, None
+                await cm.__aexit__(None, None, None)
+
+    def _log(self) -> None:
+        result = self.result
+        usage = result.usage if result else None
+        log.info(
+            "turn face=%s conversation=%s session=%s model=%s resumed=%s outcome=%s duration_ms=%d "
+            "prompt_tokens=%s completion_tokens=%s cost_usd=%s",
+            self.request.face,
+            self.key,
+            self.session_id,
+            self.model_reported or self.model or "default",
+            self.resumed is not None,
+            self.outcome,
+            (time.monotonic() - self.started) * 1000,
+            usage.prompt_tokens if usage else 0,
+            usage.output_tokens if usage else 0,
+            f"{result.cost_usd:.6f}" if result else "0",
+        )

@@ -1,0 +1,65 @@
+"""Everything that can go wrong in a turn, as seen by the faces.
+
+    EngineError
+    ├── CLIUnavailable       the CLI cannot run at all: missing binary, not logged in,
+    │                        refused configuration (e.g. bypass permissions as root)
+    ├── Saturated            no CLI slot free within the queue wait
+    ├── TurnFailed           the CLI exited without a usable answer (stderr attached)
+    │   └── SessionNotFound  `--resume` of a session the CLI does not know
+    ├── UpstreamError        the Anthropic API behind the CLI answered with an error
+    ├── ActivityTimeout      the CLI printed nothing for ACTIVITY_TIMEOUT seconds
+    └── TurnCancelled        the turn was stopped on purpose (client gone, /stop, shutdown)
+
+Each carries the session id (when known) and the tail of the CLI's stderr, so the
+faces can show a useful message without knowing how the CLI failed.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    def __init__(self, message: str, *, session_id: str | None = None, stderr: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.session_id = session_id
+        self.stderr = stderr
+
+
+class CLIUnavailable(EngineError):
+    pass
+
+
+class Saturated(EngineError):
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TurnFailed(EngineError):
+    pass
+
+
+class SessionNotFound(TurnFailed):
+    pass
+
+
+class UpstreamError(EngineError):
+    def __init__(
+        self, message: str, *, status: int | None, kind: str | None = None, session_id: str | None = None
+    ) -> None:
+        super().__init__(message, session_id=session_id)
+        self.status = status
+        self.kind = kind
+
+
+class ActivityTimeout(EngineError):
+    def __init__(
+        self, message: str, *, idle_seconds: float, last_activity: str, session_id: str | None = None, stderr: str = ""
+    ) -> None:
+        super().__init__(message, session_id=session_id, stderr=stderr)
+        self.idle_seconds = idle_seconds
+        self.last_activity = last_activity
+
+
+class TurnCancelled(EngineError):
+    pass

@@ -1,0 +1,287 @@
+"""The CLI's stream-json output as typed, immutable events.
+
+`parse_event()` is the one place a stream-json line becomes an event. Kinds we do not
+use become `UnknownEvent` (logged at debug level by the caller), never an exception.
+Events of subagents carry `parent_tool_use_id`; the faces show only the main thread.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInit:
+    session_id: str
+    model: str
+    cwd: str
+    permission_mode: str
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStart:
+    message_id: str
+    model: str
+    parent_tool_use_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+    message_id: str
+    index: int
+    parent_tool_use_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingDelta:
+    text: str
+    message_id: str
+    parent_tool_use_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StopReason:
+    """The API's stop reason for one message of the turn (`message_delta`)."""
+
+    reason: str | None
+    message_id: str
+    parent_tool_use_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantText:
+    """A finished text block. Its text also came as deltas unless the CLI fell back to a non-streaming call."""
+
+    text: str
+    message_id: str
+    index: int
+    model: str
+    parent_tool_use_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStart:
+    tool_use_id: str
+    name: str
+    input: dict[str, Any]
+    parent_tool_use_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    tool_use_id: str
+    content: str
+    is_error: bool
+    parent_tool_use_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRetry:
+    attempt: int
+    max_retries: int
+    delay_ms: int
+    error_status: int | None
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError:
+    """The CLI's synthetic assistant message for a failed API call."""
+
+    status: int | None
+    kind: str | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    subtype: str
+    is_error: bool
+    text: str
+    session_id: str
+    usage: Usage
+    cost_usd: float
+    num_turns: int
+    duration_ms: int
+    stop_reason: str | None
+    terminal_reason: str | None
+    api_error_status: int | None
+    api_error_kind: str | None
+    errors: tuple[str, ...] = ()
+    model_usage: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEvent:
+    kind: str
+    raw: dict[str, Any]
+
+
+Event = (
+    SessionInit
+    | MessageStart
+    | TextDelta
+    | ThinkingDelta
+    | StopReason
+    | AssistantText
+    | ToolStart
+    | ToolResult
+    | ApiRetry
+    | ApiError
+    | Result
+    | UnknownEvent
+)
+
+
+class NotJSON(ValueError):
+    """A stdout line that is not a JSON object."""
+
+
+def _tool_result_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return "" if content is None else str(content)
+
+
+def _usage(raw: dict[str, Any] | None) -> Usage:
+    raw = raw or {}
+    return Usage(
+        input_tokens=int(raw.get("input_tokens") or 0),
+        output_tokens=int(raw.get("output_tokens") or 0),
+        cache_read_tokens=int(raw.get("cache_read_input_tokens") or 0),
+        cache_write_tokens=int(raw.get("cache_creation_input_tokens") or 0),
+    )
+
+
+def _stream_event(raw: dict[str, Any]) -> list[Event]:
+    inner = raw.get("event") or {}
+    kind = inner.get("type")
+    parent = raw.get("parent_tool_use_id")
+    message_id = raw.get("api_message_id") or ""
+    if kind == "content_block_delta":
+        delta = inner.get("delta") or {}
+        if delta.get("type") == "text_delta":
+            return [TextDelta(delta.get("text", ""), message_id, int(inner.get("index", 0)), parent)]
+        if delta.get("type") == "thinking_delta":
+            return [ThinkingDelta(delta.get("thinking", ""), message_id, parent)]
+    elif kind == "message_start":
+        message = inner.get("message") or {}
+        return [MessageStart(message.get("id", message_id), message.get("model", ""), parent)]
+    elif kind == "message_delta":
+        return [StopReason((inner.get("delta") or {}).get("stop_reason"), message_id, parent)]
+    return [UnknownEvent(f"stream_event/{kind}", raw)]
+
+
+def _assistant(raw: dict[str, Any]) -> list[Event]:
+    message = raw.get("message") or {}
+    content = message.get("content") or []
+    if raw.get("is_api_error_message") or (raw.get("error") and message.get("model") == "<synthetic>"):
+        text = " ".join(block.get("text", "") for block in content if block.get("type") == "text")
+        return [ApiError(raw.get("api_error_status"), raw.get("api_error_type") or raw.get("error"), text)]
+    parent = raw.get("parent_tool_use_id")
+    events: list[Event] = []
+    for index, block in enumerate(content):
+        kind = block.get("type")
+        if kind == "text":
+            events.append(
+                AssistantText(block.get("text", ""), message.get("id", ""), index, message.get("model", ""), parent)
+            )
+        elif kind == "tool_use":
+            events.append(ToolStart(block.get("id", ""), block.get("name", ""), block.get("input") or {}, parent))
+    return events
+
+
+def _user(raw: dict[str, Any]) -> list[Event]:
+    content = (raw.get("message") or {}).get("content")
+    if not isinstance(content, list):
+        return [UnknownEvent("user", raw)]
+    parent = raw.get("parent_tool_use_id")
+    return [
+        ToolResult(
+            block.get("tool_use_id", ""), _tool_result_text(block.get("content")), bool(block.get("is_error")), parent
+        )
+        for block in content
+        if isinstance(block, dict) and block.get("type") == "tool_result"
+    ] or [UnknownEvent("user", raw)]
+
+
+def _result(raw: dict[str, Any]) -> Result:
+    return Result(
+        subtype=raw.get("subtype", ""),
+        is_error=bool(raw.get("is_error")),
+        text=raw.get("result") or "",
+        session_id=raw.get("session_id", ""),
+        usage=_usage(raw.get("usage")),
+        cost_usd=float(raw.get("total_cost_usd") or 0.0),
+        num_turns=int(raw.get("num_turns") or 0),
+        duration_ms=int(raw.get("duration_ms") or 0),
+        stop_reason=raw.get("stop_reason"),
+        terminal_reason=raw.get("terminal_reason"),
+        api_error_status=raw.get("api_error_status"),
+        api_error_kind=raw.get("api_error_type") or raw.get("api_error"),
+        errors=tuple(str(e) for e in raw.get("errors") or ()),
+        model_usage=raw.get("modelUsage") or {},
+    )
+
+
+def parse_event(line: bytes | str) -> list[Event]:
+    """Parse one stdout line into zero or more events (an assistant message may hold several blocks)."""
+    try:
+        raw = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise NotJSON(str(exc)) from exc
+    if not isinstance(raw, dict):
+        raise NotJSON("not a JSON object")
+    kind = raw.get("type")
+    if kind == "stream_event":
+        return _stream_event(raw)
+    if kind == "assistant":
+        return _assistant(raw)
+    if kind == "user":
+        return _user(raw)
+    if kind == "result":
+        return [_result(raw)]
+    if kind == "system":
+        subtype = raw.get("subtype")
+        if subtype == "init":
+            return [
+                SessionInit(
+                    raw.get("session_id", ""),
+                    raw.get("model", ""),
+                    raw.get("cwd", ""),
+                    raw.get("permissionMode", ""),
+                    raw.get("claude_code_version", ""),
+                )
+            ]
+        if subtype == "api_retry":
+            return [
+                ApiRetry(
+                    int(raw.get("attempt") or 0),
+                    int(raw.get("max_retries") or 0),
+                    int(raw.get("retry_delay_ms") or 0),
+                    raw.get("error_status"),
+                    str(raw.get("error") or ""),
+                )
+            ]
+        return [UnknownEvent(f"system/{subtype}", raw)]
+    return [UnknownEvent(str(kind), raw)]

@@ -1,0 +1,139 @@
+"""The session store: conversation key -> Claude Code session, in SQLite under STATE_DIR.
+
+A conversation is whatever a face calls one: a Telegram chat, an explicit id sent by an
+HTTP client, or a history the proxy recognised. `head` is an opaque fingerprint of the
+history the session holds, set by the face (the proxy uses it to recognise a resent
+history); `context` is a fingerprint of the client instructions last sent into it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+DB_NAME = "sessions.sqlite3"
+
+
+@dataclass(frozen=True)
+class Conversation:
+    key: str
+    session_id: str
+    model: str
+    workdir: str
+    head: str | None
+    context: str | None
+    turns: int
+    created_at: float
+    updated_at: float
+
+
+async def _m1_conversations(db: aiosqlite.Connection) -> None:
+    await db.execute(
+        """
+        CREATE TABLE conversations (
+            key TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            model TEXT NOT NULL DEFAULT '',
+            workdir TEXT NOT NULL,
+            head TEXT,
+            context TEXT,
+            turns INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )
+        """
+    )
+    await db.execute("CREATE INDEX conversations_head ON conversations(head)")
+
+
+# Numbered migrations; applied names are kept in the `migrations` table. Append only.
+MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] = [
+    ("m001_conversations", _m1_conversations),
+]
+
+
+class StoreError(Exception):
+    """The state directory or the database cannot be used."""
+
+
+class SessionStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / DB_NAME
+        self._db: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = await aiosqlite.connect(self.path)
+            self._db.row_factory = aiosqlite.Row
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA busy_timeout=5000")
+            await self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            await self.close()
+            raise StoreError(f"cannot use the session store {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("the session store is not open")
+        return self._db
+
+    async def _migrate(self) -> None:
+        db = self.db
+        await db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+        async with db.execute("SELECT name FROM migrations") as cursor:
+            applied = {row[0] for row in await cursor.fetchall()}
+        for name, migrate in MIGRATIONS:
+            if name in applied:
+                continue
+            await migrate(db)
+            await db.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, time.time()))
+            await db.commit()
+
+    async def get(self, key: str) -> Conversation | None:
+        async with self.db.execute("SELECT * FROM conversations WHERE key = ?", (key,)) as cursor:
+            row = await cursor.fetchone()
+        return Conversation(**dict(row)) if row else None
+
+    async def find_by_head(self, head: str) -> Conversation | None:
+        query = "SELECT * FROM conversations WHERE head = ? ORDER BY updated_at DESC LIMIT 1"
+        async with self.db.execute(query, (head,)) as cursor:
+            row = await cursor.fetchone()
+        return Conversation(**dict(row)) if row else None
+
+    async def record(
+        self, key: str, *, session_id: str, model: str, workdir: str, head: str | None, context: str | None
+    ) -> None:
+        """Remember that `key` now continues in `session_id`. Called only after the CLI reported success."""
+        now = time.time()
+        await self.db.execute(
+            """
+            INSERT INTO conversations (key, session_id, model, workdir, head, context, turns, created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)
+            ON CONFLICT(key) DO UPDATE SET
+                session_id = excluded.session_id, model = excluded.model, workdir = excluded.workdir,
+                head = excluded.head, context = excluded.context, turns = turns + 1, updated_at = excluded.updated_at
+            """,
+            (key, session_id, model, workdir, head, context, now, now),
+        )
+        await self.db.commit()
+
+    async def forget(self, key: str) -> bool:
+        cursor = await self.db.execute("DELETE FROM conversations WHERE key = ?", (key,))
+        await self.db.commit()
+        return cursor.rowcount > 0
+
+    async def ping(self) -> None:
+        async with self.db.execute("SELECT 1") as cursor:
+            await cursor.fetchone()

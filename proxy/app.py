@@ -1,0 +1,78 @@
+"""The aiohttp application: routes, middlewares, and the engine's lifetime."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from core import __version__
+from core.config import Settings
+from core.engine import Engine
+from core.models import listed_models
+from proxy.chat import chat_completions
+from proxy.errors import error_middleware
+from proxy.keys import ENGINE, SETTINGS, get_engine
+from proxy.schema import ModelCard, ModelList
+from proxy.security import auth_middleware, body_limit_middleware, origin_middleware
+
+log = logging.getLogger("proxy.app")
+
+
+async def health(request: web.Request) -> web.Response:
+    engine = get_engine(request)
+    await engine.store.ping()
+    return web.json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "running_turns": engine.running,
+            "waiting_turns": engine.waiting,
+            "max_concurrent": engine.settings.max_concurrent,
+        }
+    )
+
+
+async def models(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    listing = ModelList(data=[ModelCard(id=name) for name in listed_models(settings.model_aliases)])
+    return web.json_response(listing.model_dump())
+
+
+@web.middleware
+async def request_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.monotonic()
+    response = await handler(request)
+    log.info(
+        "request method=%s path=%s status=%s duration_ms=%.0f",
+        request.method, request.path, response.status, (time.monotonic() - started) * 1000,
+    )  # fmt: skip
+    return response
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> web.Application:
+    """The daemon's HTTP application. Pass an engine to share one with other faces; otherwise one is built."""
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[request_log_middleware, error_middleware, origin_middleware, auth_middleware,
+                     body_limit_middleware],
+    )  # fmt: skip
+    app[SETTINGS] = settings
+
+    async def engine_context(app: web.Application) -> AsyncIterator[None]:
+        if engine is not None:
+            app[ENGINE] = engine
+            yield
+            return
+        async with Engine(settings) as own:
+            app[ENGINE] = own
+            yield
+
+    app.cleanup_ctx.append(engine_context)
+    app.router.add_get("/health", health)
+    app.router.add_get("/v1/models", models)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    return app

@@ -1,0 +1,201 @@
+"""POST /v1/chat/completions: one Claude Code turn, streamed as SSE or answered whole."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from core.answer import AnswerDelta
+from core.engine import Turn, TurnRequest
+from core.errors import EngineError
+from core.events import Result, ThinkingDelta, ToolStart, Usage
+from core.models import UnknownModel, resolve_model
+from proxy.conversation import BadConversation, conversation_key, plan_turn
+from proxy.errors import ApiException, ApiFailure, bad_request, engine_failure
+from proxy.keys import SCOPE, SETTINGS, get_engine
+from proxy.schema import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    CompletionUsage,
+    Delta,
+    FinishReason,
+    PromptTokensDetails,
+    ResponseMessage,
+    completion_id,
+)
+
+log = logging.getLogger("proxy.chat")
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "Connection": "keep-alive",
+    "X-Accel-Buffering": "no",
+}
+
+
+async def _read_request(request: web.Request) -> ChatCompletionRequest:
+    raw = await request.read()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object", code="invalid_json")
+    try:
+        return ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _validation_failure(exc) from None
+
+
+def _validation_failure(exc: ValidationError) -> ApiException:
+    first = exc.errors()[0]
+    param = ".".join(str(part) for part in first["loc"] if not str(part).startswith(("function-", "tagged-union")))
+    message = first["msg"]
+    if first["type"] == "union_tag_invalid":
+        tag = first.get("ctx", {}).get("tag")
+        expected = first.get("ctx", {}).get("expected_tags")
+        what = "role" if "role" in str(first.get("ctx", {}).get("discriminator")) else "content part type"
+        message = f"unknown {what} {tag}; expected one of {expected}"
+    elif first["type"] == "too_short" and param == "messages":
+        message = "messages must contain at least one message"
+    elif first["type"] == "missing":
+        message = f"{param} is required"
+    return bad_request(f"invalid request: {message} (at {param or 'body'})", param=param or None)
+
+
+def finish_reason(result: Result) -> FinishReason:
+    if result.stop_reason == "max_tokens" or result.subtype == "error_max_turns":
+        return "length"
+    return "stop"
+
+
+def completion_usage(usage: Usage) -> CompletionUsage:
+    return CompletionUsage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.output_tokens,
+        total_tokens=usage.prompt_tokens + usage.output_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cache_read_tokens),
+    )
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    body = await _read_request(request)
+    try:
+        model = resolve_model(body.model, default=settings.default_model, aliases=settings.model_aliases)
+    except UnknownModel as exc:
+        raise ApiException(
+            ApiFailure(404, "invalid_request_error", str(exc), code="model_not_found", param="model")
+        ) from None
+    scope = request[SCOPE]
+    try:
+        key = conversation_key(body, request.headers.get("X-Conversation-Id"), scope)
+        plan = plan_turn(body, scope)
+    except BadConversation as exc:
+        raise bad_request(str(exc), param=exc.param) from None
+    turn_request = TurnRequest(
+        prompt_for=plan.prompt_for,
+        key=key,
+        history=plan.history,
+        model=model,
+        head_after=plan.head_after,
+        context=plan.context,
+        face="http",
+    )
+    requested = body.model or model or "claude"
+    engine = get_engine(request)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return await _stream(request, engine.turn(turn_request), requested, include_usage)
+    async with engine.turn(turn_request) as turn:
+        async for _ in turn:
+            pass
+    assert turn.result is not None
+    return web.json_response(
+        ChatCompletion(
+            model=turn.model_reported or requested,
+            choices=[
+                Choice(message=ResponseMessage(content=turn.answer.text), finish_reason=finish_reason(turn.result))
+            ],
+            usage=completion_usage(turn.result.usage),
+        ).model_dump(mode="json")
+    )
+
+
+class _SSE:
+    """One SSE answer. Started lazily, so failures before any output get a proper HTTP status."""
+
+    def __init__(self, request: web.Request, turn: Turn, requested_model: str) -> None:
+        self._request = request
+        self._turn = turn
+        self._requested = requested_model
+        self.id = completion_id()
+        self.created = int(time.time())
+        self.response: web.StreamResponse | None = None
+
+    @property
+    def model(self) -> str:
+        return self._turn.model_reported or self._requested
+
+    async def start(self) -> None:
+        if self.response is not None:
+            return
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(self._request)
+        self.response = response
+        await self.chunk(Delta(role="assistant", content=""))
+
+    async def chunk(self, delta: Delta, finish: FinishReason | None = None) -> None:
+        payload = ChatCompletionChunk(
+            id=self.id, created=self.created, model=self.model, choices=[ChunkChoice(delta=delta, finish_reason=finish)]
+        )
+        await self.send(payload.model_dump(mode="json", exclude_none=False))
+
+    async def send(self, data: dict[str, Any]) -> None:
+        assert self.response is not None
+        await self.response.write(b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n")
+
+    async def done(self) -> None:
+        assert self.response is not None
+        await self.response.write(b"data: [DONE]\n\n")
+        await self.response.write_eof()
+
+
+async def _stream(request: web.Request, turn: Turn, requested: str, include_usage: bool) -> web.StreamResponse:
+    sse = _SSE(request, turn, requested)
+    async with turn:
+        try:
+            async for event in turn:
+                if isinstance(event, AnswerDelta):
+                    await sse.start()
+                    await sse.chunk(Delta(content=event.text))
+                elif isinstance(event, (ToolStart, ThinkingDelta)):
+                    await sse.start()
+                elif isinstance(event, Result):
+                    await sse.start()
+                    await sse.chunk(Delta(), finish=finish_reason(event))
+                    if include_usage:
+                        usage = ChatCompletionChunk(
+                            id=sse.id, created=sse.created, model=sse.model, choices=[],
+                            usage=completion_usage(event.usage),
+                        )  # fmt: skip
+                        await sse.send(usage.model_dump(mode="json"))
+                    await sse.done()
+        except EngineError as exc:
+            if sse.response is None:
+                raise  # nothing sent yet: the error middleware answers with a proper status
+            failure = engine_failure(exc)
+            log.info("stream_failed status=%s code=%s", failure.status, failure.code)
+            await sse.send(failure.body().model_dump(mode="json"))
+            await sse.done()
+    assert sse.response is not None
+    return sse.response

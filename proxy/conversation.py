@@ -1,0 +1,234 @@
+"""From an OpenAI message list to a Claude Code turn.
+
+Clients resend the whole history every time. The proxy splits it into what the
+conversation already holds (everything up to the last assistant message) and the new
+turn (what follows), fingerprints the former to find the CLI session that holds
+exactly that history, and sends only the new turn into it. When no session holds it,
+the new session gets the prior turns written out in its first prompt.
+
+Client system text never goes to `--system-prompt`: it travels inside the user turn in
+an `<instructions>` block, and is sent again only when it changed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from core.store import Conversation
+from proxy.schema import (
+    AssistantMessage,
+    ChatCompletionRequest,
+    FunctionMessage,
+    ImagePart,
+    Message,
+    RefusalPart,
+    SystemMessage,
+    TextPart,
+    ToolMessage,
+    UserMessage,
+)
+
+MAX_IMAGE_BYTES = 5 * 1024 * 1024  # what the Anthropic API takes per image
+_IMAGE_MAGIC = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),
+}
+_DATA_URL = re.compile(r"^data:([\w/+.-]+);base64,(.*)$", re.DOTALL)
+_MAX_KEY_LENGTH = 256
+
+
+class BadConversation(ValueError):
+    """The messages cannot form a turn; the message says why, `param` says where."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class PlannedTurn:
+    """Everything the engine needs for one chat completion request."""
+
+    instructions: str
+    prior: list[Message]
+    new: list[Message]
+    history: str | None  # fingerprint of `prior`, None when there is none
+    context: str | None  # fingerprint of `instructions`
+    scope: str
+
+    def prompt_for(self, resuming: Conversation | None) -> list[dict[str, Any]]:
+        """The user turn for the CLI: only the new messages when resuming, the history too when not."""
+        texts: list[str] = []
+        if self.instructions and (resuming is None or resuming.context != self.context):
+            texts.append(f"<instructions>\n{self.instructions}\n</instructions>")
+        if resuming is None and self.prior:
+            history = "\n\n".join(render_message(m) for m in self.prior)
+            texts.append(
+                "Earlier turns of this conversation, for context:\n"
+                f"<conversation_history>\n{history}\n</conversation_history>"
+            )
+        blocks: list[dict[str, Any]] = []
+        if texts:
+            blocks.append({"type": "text", "text": "\n\n".join(texts)})
+        blocks += new_turn_blocks(self.new)
+        return blocks
+
+    def head_after(self, answer: str) -> str | None:
+        """The fingerprint of the history once this turn's answer is part of it."""
+        return fingerprint(self.scope, [*self.prior, *self.new, AssistantMessage(role="assistant", content=answer)])
+
+
+def plan_turn(request: ChatCompletionRequest, scope: str) -> PlannedTurn:
+    instructions: list[str] = []
+    dialogue: list[Message] = []
+    for message in request.messages:
+        if isinstance(message, SystemMessage):
+            text = _text(message.content)
+            if text.strip():
+                instructions.append(text.strip())
+        else:
+            dialogue.append(message)
+    last_assistant = max((i for i, m in enumerate(dialogue) if isinstance(m, AssistantMessage)), default=-1)
+    prior, new = dialogue[: last_assistant + 1], dialogue[last_assistant + 1 :]
+    if not new:
+        raise BadConversation(
+            "the last message must be from the user (or a tool result), not the assistant", "messages"
+        )
+    for message in new:
+        if isinstance(message, UserMessage) and not isinstance(message.content, str):
+            for part in message.content:
+                if isinstance(part, ImagePart):
+                    _image_block(part)  # validate now, before anything is spawned
+    joined = "\n\n".join(instructions)
+    return PlannedTurn(
+        instructions=joined,
+        prior=prior,
+        new=new,
+        history=fingerprint(scope, prior),
+        context=_digest(joined) if joined else None,
+        scope=scope,
+    )
+
+
+def conversation_key(request: ChatCompletionRequest, header: str | None, scope: str) -> str | None:
+    """An explicit conversation id from the `X-Conversation-Id` header, `metadata.conversation_id` or `user`."""
+    explicit = header or (request.metadata or {}).get("conversation_id") or request.user
+    if explicit is None:
+        return None
+    if not isinstance(explicit, str) or not explicit.strip() or len(explicit) > _MAX_KEY_LENGTH:
+        raise BadConversation(f"a conversation id must be a non-empty string of at most {_MAX_KEY_LENGTH} characters")
+    return f"http:{scope}:{explicit.strip()}"
+
+
+# -- fingerprints -------------------------------------------------------------------
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.split())
+
+
+def fingerprint(scope: str, messages: Sequence[Message]) -> str | None:
+    """A stable digest of what a conversation said, tolerant of whitespace changes by clients."""
+    if not messages:
+        return None
+    canonical: list[Any] = [scope]
+    for message in messages:
+        entry: list[Any] = [message.role, _normal(_text(message.content, images="digest"))]
+        if isinstance(message, AssistantMessage) and message.tool_calls:
+            entry.append([[c.function.name, _normal(c.function.arguments)] for c in message.tool_calls])
+        if isinstance(message, ToolMessage):
+            entry.append(message.tool_call_id)
+        canonical.append(entry)
+    return _digest(json.dumps(canonical, ensure_ascii=False))
+
+
+# -- rendering ------------------------------------------------------------------------
+
+
+def _text(content: Any, images: str = "placeholder") -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    pieces: list[str] = []
+    for part in content:
+        if isinstance(part, TextPart):
+            pieces.append(part.text)
+        elif isinstance(part, RefusalPart):
+            pieces.append(part.refusal)
+        elif isinstance(part, ImagePart):
+            url = part.image_url.url
+            pieces.append(f"[image {_digest(url)[:16]}]" if images == "digest" else "[image]")
+    return "\n".join(pieces)
+
+
+def render_message(message: Message) -> str:
+    """One message of the history as text the model reads."""
+    if isinstance(message, AssistantMessage):
+        body = _text(message.content) or (message.refusal or "")
+        for call in message.tool_calls or []:
+            body += f"\n[called tool {call.function.name} (id {call.id}) with arguments {call.function.arguments}]"
+        return f"[assistant]\n{body.strip()}"
+    if isinstance(message, ToolMessage):
+        return f"[tool result for call {message.tool_call_id}]\n{_text(message.content)}"
+    if isinstance(message, FunctionMessage):
+        return f"[function {message.name} result]\n{message.content or ''}"
+    return f"[user]\n{_text(message.content)}"
+
+
+def new_turn_blocks(new: list[Message]) -> list[dict[str, Any]]:
+    """Content blocks for the new turn: its text, and its images as image blocks."""
+    if len(new) == 1 and isinstance(new[0], UserMessage):
+        content = new[0].content
+        if isinstance(content, str):
+            return [{"type": "text", "text": content}]
+        blocks = []
+        for part in content:
+            if isinstance(part, ImagePart):
+                blocks.append(_image_block(part))
+            else:
+                blocks.append({"type": "text", "text": _text([part])})
+        return blocks
+    blocks = []
+    for message in new:
+        if isinstance(message, UserMessage) and not isinstance(message.content, str):
+            texts = [p for p in message.content if not isinstance(p, ImagePart)]
+            blocks.append({"type": "text", "text": f"[user]\n{_text(texts)}"})
+            blocks += [_image_block(p) for p in message.content if isinstance(p, ImagePart)]
+        else:
+            blocks.append({"type": "text", "text": render_message(message)})
+    return blocks
+
+
+def _image_block(part: ImagePart) -> dict[str, Any]:
+    url = part.image_url.url
+    match = _DATA_URL.match(url)
+    if not match:
+        if url.startswith(("http://", "https://")):
+            raise BadConversation("image URLs are not fetched by this proxy; send the image as a data: URL")
+        raise BadConversation("an image_url must be a data: URL with base64 content")
+    media_type, data = match.group(1).lower(), match.group(2)
+    if media_type not in _IMAGE_MAGIC:
+        raise BadConversation(f"image type {media_type} is not supported; use PNG, JPEG, GIF or WebP")
+    if len(data) * 3 // 4 > MAX_IMAGE_BYTES:
+        raise BadConversation(f"an image may be at most {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadConversation("an image's base64 data is not valid") from None
+    if not raw.startswith(_IMAGE_MAGIC[media_type]):
+        raise BadConversation(f"the image data is not a {media_type} image")
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}

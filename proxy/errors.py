@@ -1,0 +1,103 @@
+"""The one place where failures become OpenAI-shaped error answers."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from core.errors import (
+    ActivityTimeout,
+    CLIUnavailable,
+    EngineError,
+    Saturated,
+    TurnCancelled,
+    TurnFailed,
+    UpstreamError,
+)
+from proxy.schema import ErrorBody, ErrorDetail
+
+log = logging.getLogger("proxy.errors")
+
+
+@dataclass(frozen=True)
+class ApiFailure:
+    status: int
+    type: str
+    message: str
+    code: str | None = None
+    param: str | None = None
+    retry_after: int | None = None
+
+    def body(self) -> ErrorBody:
+        return ErrorBody(error=ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code))
+
+    def response(self) -> web.Response:
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
+        return web.json_response(self.body().model_dump(), status=self.status, headers=headers)
+
+
+class ApiException(Exception):
+    """Raised by handlers and middlewares; turned into a response by `error_middleware`."""
+
+    def __init__(self, failure: ApiFailure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiException:
+    return ApiException(ApiFailure(400, "invalid_request_error", message, code=code, param=param))
+
+
+def _upstream(exc: UpstreamError) -> ApiFailure:
+    status = exc.status
+    if status == 429:
+        return ApiFailure(429, "rate_limit_error", exc.message, code="upstream_rate_limited", retry_after=30)
+    if status in (401, 403):
+        return ApiFailure(401, "authentication_error", exc.message, code="upstream_authentication_failed")
+    return ApiFailure(502, "api_error", exc.message, code="upstream_error")
+
+
+def engine_failure(exc: EngineError) -> ApiFailure:
+    """The table from engine errors to HTTP answers."""
+    if isinstance(exc, Saturated):
+        return ApiFailure(429, "rate_limit_error", exc.message, code="proxy_saturated", retry_after=exc.retry_after)
+    if isinstance(exc, CLIUnavailable):
+        return ApiFailure(503, "service_unavailable", exc.message, code="cli_unavailable")
+    if isinstance(exc, UpstreamError):
+        return _upstream(exc)
+    if isinstance(exc, ActivityTimeout):
+        return ApiFailure(504, "timeout", exc.message, code="activity_timeout")
+    if isinstance(exc, TurnCancelled):
+        return ApiFailure(503, "service_unavailable", exc.message, code="cancelled")
+    if isinstance(exc, TurnFailed):
+        return ApiFailure(502, "api_error", exc.message, code="cli_failed")
+    return ApiFailure(502, "api_error", exc.message, code="engine_error")
+
+
+def http_failure(exc: web.HTTPException) -> ApiFailure:
+    if exc.status == 404:
+        return ApiFailure(404, "invalid_request_error", "unknown route", code="not_found")
+    if exc.status == 405:
+        return ApiFailure(405, "invalid_request_error", "method not allowed for this route", code="method_not_allowed")
+    if exc.status == 413:
+        return ApiFailure(413, "invalid_request_error", "request body too large", code="request_too_large")
+    return ApiFailure(exc.status, "invalid_request_error", exc.reason or "request failed")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiException as exc:
+        return exc.failure.response()
+    except EngineError as exc:
+        failure = engine_failure(exc)
+        log.info("request_failed path=%s status=%s code=%s", request.path, failure.status, failure.code)
+        return failure.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return http_failure(exc).response()

@@ -1,0 +1,312 @@
+"""A mock of the Anthropic Messages API, good enough for the real Claude Code CLI.
+
+The reply is chosen by directives in the newest user text of the request:
+
+- default: ``MOCK reply to: <text>``, streamed a few characters per delta
+- ``USE_TOOL``: a Bash ``echo hi`` tool call first, then ``Tool said: <output>``
+- ``SLEEP_TOOL``: a Bash ``sleep 300`` tool call (to test killing tool children)
+- ``ERR429`` / ``ERR500`` / ``ERR401`` / ``ERR400`` / ``ERR529``: that HTTP error
+- ``HANG``: accept the request and never answer
+- ``STALL``: start the stream, send one delta, then never finish
+- ``SLOW``: 50 ms between deltas
+- ``LONG<n>``: exactly n text deltas
+- ``THINK``: a thinking block before the text
+- ``MAXTOK``: stop with ``max_tokens``
+
+Every request body is kept in ``requests`` so tests can check what the CLI sent.
+Usage figures are fixed per response so tests can check the proxy's arithmetic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+INPUT_TOKENS = 11
+CACHE_READ_TOKENS = 7
+CACHE_WRITE_TOKENS = 5
+MODEL_ANSWERING = "claude-mock-5"
+
+
+def _text_of(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    texts = []
+    for block in content or []:
+        if block.get("type") == "text":
+            texts.append(block.get("text", ""))
+    return texts
+
+
+def newest_user_text(body: dict[str, Any]) -> str:
+    """The newest user-authored text, skipping Claude Code's system reminders."""
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") != "user":
+            continue
+        texts = [t for t in _text_of(message.get("content")) if not t.startswith("<system-reminder>")]
+        if texts:
+            return texts[-1]
+    return ""
+
+
+def last_tool_result(body: dict[str, Any]) -> str | None:
+    messages = body.get("messages", [])
+    if not messages or messages[-1].get("role") != "user":
+        return None
+    content = messages[-1].get("content")
+    if not isinstance(content, list):
+        return None
+    for block in content:
+        if block.get("type") == "tool_result":
+            inner = block.get("content")
+            if isinstance(inner, list):
+                return " ".join(_text_of(inner))
+            return str(inner)
+    return None
+
+
+@dataclass
+class MockAnthropic:
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    answered: int = 0
+    hanging: int = 0
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def user_texts(self, request_index: int = -1) -> list[str]:
+        """All user-authored texts the API saw in one request, oldest first."""
+        body = self.requests[request_index]
+        out = []
+        for message in body.get("messages", []):
+            if message.get("role") == "user":
+                out += [t for t in _text_of(message.get("content")) if not t.startswith("<system-reminder>")]
+        return out
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/messages", self._messages)
+        app.router.add_route("*", "/{tail:.*}", self._other)
+        self._runner = web.AppRunner(app, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _other(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"type": "error", "error": {"type": "not_found_error", "message": "mock: no such route"}}, status=404
+        )
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        text = newest_user_text(body)
+        tool_output = last_tool_result(body)
+
+        error = re.search(r"ERR(\d{3})", text)
+        if error and tool_output is None:
+            status = int(error.group(1))
+            kind = {
+                400: "invalid_request_error",
+                401: "authentication_error",
+                429: "rate_limit_error",
+                529: "overloaded_error",
+            }.get(status, "api_error")
+            headers = {"retry-after": "1"} if status == 429 else {}
+            return web.json_response(
+                {"type": "error", "error": {"type": kind, "message": f"mock {status} {kind}"}},
+                status=status,
+                headers=headers,
+            )
+        if "HANG" in text and tool_output is None:
+            self.hanging += 1
+            await asyncio.sleep(3600)
+
+        blocks: list[dict[str, Any]] = []
+        stop_reason = "end_turn"
+        if tool_output is not None:
+            blocks.append({"type": "text", "text": f"Tool said: {tool_output.strip()}"})
+        elif "USE_TOOL" in text or "SLEEP_TOOL" in text:
+            command = "sleep 300" if "SLEEP_TOOL" in text else "echo hi"
+            blocks.append({"type": "text", "text": "I will run a command."})
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_mock_{uuid.uuid4().hex[:16]}",
+                    "name": "Bash",
+                    "input": {"command": command, "description": "Run a command"},
+                }
+            )
+            stop_reason = "tool_use"
+        else:
+            if "THINK" in text:
+                blocks.append(
+                    {
+                        "type": "thinking",
+                        "thinking": "Let me think about this mock.",
+                        "signature": "sig_mock_" + "A" * 40,
+                    }
+                )
+            long = re.search(r"LONG(\d+)", text)
+            if long:
+                blocks.append({"type": "text", "text": "".join(f"w{i} " for i in range(int(long.group(1))))})
+            else:
+                blocks.append({"type": "text", "text": f"MOCK reply to: {text[-300:]}"})
+            if "MAXTOK" in text:
+                stop_reason = "max_tokens"
+
+        message_id = f"msg_mock_{uuid.uuid4().hex[:20]}"
+        if not body.get("stream"):
+            self.answered += 1
+            return web.json_response(self._message(message_id, body, blocks, stop_reason))
+        return await self._stream(request, message_id, body, blocks, stop_reason, text)
+
+    def _usage(self, output_tokens: int) -> dict[str, int]:
+        return {
+            "input_tokens": INPUT_TOKENS,
+            "cache_creation_input_tokens": CACHE_WRITE_TOKENS,
+            "cache_read_input_tokens": CACHE_READ_TOKENS,
+            "output_tokens": output_tokens,
+        }
+
+    def _message(
+        self, message_id: str, body: dict[str, Any], blocks: list[dict[str, Any]], stop_reason: str
+    ) -> dict[str, Any]:
+        return {
+            "id": message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", MODEL_ANSWERING),
+            "content": blocks,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": self._usage(3),
+        }
+
+    async def _stream(
+        self,
+        request: web.Request,
+        message_id: str,
+        body: dict[str, Any],
+        blocks: list[dict[str, Any]],
+        stop_reason: str,
+        text: str,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream", "request-id": "req_mock"})
+        await response.prepare(request)
+        slow = "SLOW" in text
+        stall = "STALL" in text and last_tool_result(body) is None
+
+        async def send(event: str, data: dict[str, Any]) -> None:
+            await response.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+
+        start_message = self._message(message_id, body, [], None)  # type: ignore[arg-type]
+        start_message["usage"] = self._usage(1)
+        await send("message_start", {"type": "message_start", "message": start_message})
+        deltas = 0
+        for index, block in enumerate(blocks):
+            kind = block["type"]
+            if kind == "text":
+                await send(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+                )
+                pieces = (
+                    re.findall(r"w\d+ ", block["text"])
+                    if re.search(r"LONG\d+", text)
+                    else [block["text"][i : i + 5] for i in range(0, len(block["text"]), 5)]
+                )
+                for piece in pieces:
+                    await send(
+                        "content_block_delta",
+                        {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}},
+                    )
+                    deltas += 1
+                    if stall:
+                        self.hanging += 1
+                        await asyncio.sleep(3600)
+                    if slow:
+                        await asyncio.sleep(0.05)
+            elif kind == "thinking":
+                await send(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+                    },
+                )
+                await send(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "thinking_delta", "thinking": block["thinking"]},
+                    },
+                )
+                await send(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "signature_delta", "signature": block["signature"]},
+                    },
+                )
+            elif kind == "tool_use":
+                await send(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}},
+                    },
+                )
+                raw = json.dumps(block["input"])
+                for i in range(0, len(raw), 12):
+                    await send(
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": index,
+                            "delta": {"type": "input_json_delta", "partial_json": raw[i : i + 12]},
+                        },
+                    )
+            await send("content_block_stop", {"type": "content_block_stop", "index": index})
+        await send(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": max(deltas, 1)},
+            },
+        )
+        await send("message_stop", {"type": "message_stop"})
+        self.answered += 1
+        return response
+
+
+async def _main(port: int) -> None:
+    mock = MockAnthropic(port=port)
+    await mock.start()
+    print(f"mock Anthropic API on {mock.base_url}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    import sys
+
+    asyncio.run(_main(int(sys.argv[1]) if len(sys.argv) > 1 else 0))

@@ -1,0 +1,214 @@
+"""The OpenAI-compatible API on the real Claude Code CLI, driven by the official `openai` SDK."""
+
+from __future__ import annotations
+
+import aiohttp
+import openai
+import pytest
+
+from tests.conftest import Daemon
+from tests.mock_anthropic import CACHE_READ_TOKENS, CACHE_WRITE_TOKENS, INPUT_TOKENS, MockAnthropic
+from tests.sse import post_sse
+
+
+async def test_health_and_models(daemon: Daemon) -> None:
+    async with aiohttp.ClientSession() as session, session.get(f"{daemon.url}/health") as response:
+        assert response.status == 200
+        assert (await response.json())["status"] == "ok"
+    models = await daemon.client().models.list()
+    ids = [m.id for m in models.data]
+    assert {"claude-opus-4", "claude-sonnet-4", "claude-haiku-4", "opus", "sonnet", "haiku"} <= set(ids)
+
+
+async def test_non_streaming_answer_with_usage(daemon: Daemon, mock_api: MockAnthropic) -> None:
+    completion = await daemon.client().chat.completions.create(
+        model="claude-sonnet-4", messages=[{"role": "user", "content": "hello there"}]
+    )
+    assert completion.choices[0].message.content == "MOCK reply to: hello there"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.choices[0].message.tool_calls is None
+    usage = completion.usage
+    assert usage is not None
+    assert usage.prompt_tokens == INPUT_TOKENS + CACHE_READ_TOKENS + CACHE_WRITE_TOKENS
+    assert usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == CACHE_READ_TOKENS
+    assert usage.completion_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert len(mock_api.requests) == 1
+
+
+async def test_streaming_with_the_sdk(daemon: Daemon) -> None:
+    stream = await daemon.client().chat.completions.create(
+        model="sonnet",
+        messages=[{"role": "user", "content": "stream me SLOW"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    texts, finishes, usages = [], [], []
+    async for chunk in stream:
+        if chunk.usage is not None:
+            usages.append(chunk.usage)
+        for choice in chunk.choices:
+            if choice.delta.content:
+                texts.append(choice.delta.content)
+            if choice.finish_reason:
+                finishes.append(choice.finish_reason)
+    assert "".join(texts) == "MOCK reply to: stream me SLOW"
+    assert len(texts) > 3, "text arrives as many deltas, not one block"
+    assert finishes == ["stop"]
+    assert len(usages) == 1
+    assert usages[0].prompt_tokens == INPUT_TOKENS + CACHE_READ_TOKENS + CACHE_WRITE_TOKENS
+
+
+async def test_stream_wire_format(daemon: Daemon) -> None:
+    answer = await post_sse(
+        f"{daemon.url}/v1/chat/completions",
+        {"model": "sonnet", "stream": True, "stream_options": {"include_usage": True},
+         "messages": [{"role": "user", "content": "wire check"}]},
+    )  # fmt: skip
+    assert answer.status == 200
+    assert answer.headers["Content-Type"].startswith("text/event-stream")
+    first = answer.chunks[0]["choices"][0]
+    assert first["delta"] == {"role": "assistant", "content": ""}
+    assert answer.data.count("[DONE]") == 1 and answer.data[-1] == "[DONE]"
+    assert answer.finish_reasons == ["stop"]
+    usage_chunks = [c for c in answer.chunks if c["choices"] == []]
+    assert len(usage_chunks) == 1 and answer.chunks[-1] == usage_chunks[0]
+    assert answer.text == "MOCK reply to: wire check"
+    assert len({c["id"] for c in answer.chunks}) == 1
+
+
+async def test_stream_without_include_usage_has_no_usage_chunk(daemon: Daemon) -> None:
+    answer = await post_sse(
+        f"{daemon.url}/v1/chat/completions",
+        {"model": "sonnet", "stream": True, "messages": [{"role": "user", "content": "no usage"}]},
+    )
+    assert [c for c in answer.chunks if c["choices"] == []] == []
+    assert answer.finish_reasons == ["stop"]
+
+
+@pytest.mark.parametrize(
+    ("requested", "family"),
+    [
+        ("claude-sonnet-4", "sonnet"),
+        ("claude-opus-4", "opus"),
+        ("maxproxy/claude-haiku-4", "haiku"),
+        ("claude-code-cli/sonnet", "sonnet"),
+    ],
+)
+async def test_model_mapping(daemon: Daemon, mock_api: MockAnthropic, requested: str, family: str) -> None:
+    completion = await daemon.client().chat.completions.create(
+        model=requested, messages=[{"role": "user", "content": "which model"}]
+    )
+    sent = mock_api.requests[-1]["model"]
+    assert family in sent
+    assert completion.model == sent, "the reported model is the one that answered the main turn"
+
+
+async def test_dated_model_id_passes_through(daemon: Daemon, mock_api: MockAnthropic) -> None:
+    await daemon.client().chat.completions.create(
+        model="claude-sonnet-4-20250514", messages=[{"role": "user", "content": "dated"}]
+    )
+    assert mock_api.requests[-1]["model"] == "claude-sonnet-4-20250514"
+
+
+async def test_claude_code_tools_stay_internal(daemon: Daemon, mock_api: MockAnthropic) -> None:
+    completion = await daemon.client().chat.completions.create(
+        model="sonnet", messages=[{"role": "user", "content": "USE_TOOL please"}]
+    )
+    choice = completion.choices[0]
+    assert choice.message.tool_calls is None
+    assert choice.finish_reason == "stop"
+    assert choice.message.content == "I will run a command.\n\nTool said: hi"
+    # The CLI really ran the tool: the second API call carried its result.
+    assert len(mock_api.requests) == 2
+
+
+async def test_streamed_tool_run_keeps_blocks_apart(daemon: Daemon) -> None:
+    answer = await post_sse(
+        f"{daemon.url}/v1/chat/completions",
+        {"model": "sonnet", "stream": True, "messages": [{"role": "user", "content": "USE_TOOL now"}]},
+    )
+    assert answer.text == "I will run a command.\n\nTool said: hi"
+    assert answer.finish_reasons == ["stop"]
+    assert all("tool_calls" not in c["choices"][0]["delta"] for c in answer.chunks if c["choices"])
+
+
+async def test_thinking_is_not_part_of_the_answer(daemon: Daemon) -> None:
+    completion = await daemon.client().chat.completions.create(
+        model="sonnet", messages=[{"role": "user", "content": "THINK first"}]
+    )
+    assert completion.choices[0].message.content == "MOCK reply to: THINK first"
+
+
+async def test_system_text_travels_in_the_user_turn(daemon: Daemon, mock_api: MockAnthropic) -> None:
+    await daemon.client().chat.completions.create(
+        model="sonnet",
+        messages=[
+            {"role": "system", "content": "You are PirateBot. Speak like a pirate."},
+            {"role": "developer", "content": "Keep answers short."},
+            {"role": "user", "content": [{"type": "text", "text": "ahoy"}]},
+        ],
+    )
+    body = mock_api.requests[-1]
+    system_text = str(body.get("system"))
+    assert "PirateBot" not in system_text, "client system text must not replace or extend Claude Code's own"
+    user_texts = mock_api.user_texts()
+    instructions = [t for t in user_texts if "<instructions>" in t]
+    assert len(instructions) == 1
+    assert "You are PirateBot" in instructions[0] and "Keep answers short." in instructions[0]
+    assert user_texts[-1] == "ahoy"
+
+
+async def test_tool_and_assistant_messages_are_accepted(daemon: Daemon, mock_api: MockAnthropic) -> None:
+    completion = await daemon.client().chat.completions.create(
+        model="sonnet",
+        messages=[
+            {"role": "user", "content": "look up the weather"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "rainy, 4 C"},
+        ],
+    )  # fmt: skip
+    assert completion.choices[0].finish_reason == "stop"
+    sent = "\n".join(mock_api.user_texts())
+    assert "weather" in sent and '{"city": "Oslo"}' in sent and "rainy, 4 C" in sent
+
+
+async def test_prompt_starting_with_dashes_is_a_prompt(daemon: Daemon, mock_api: MockAnthropic) -> None:
+    completion = await daemon.client().chat.completions.create(
+        model="sonnet", messages=[{"role": "user", "content": "--help --version -p"}]
+    )
+    assert completion.choices[0].message.content == "MOCK reply to: --help --version -p"
+    assert mock_api.user_texts()[-1] == "--help --version -p"
+
+
+async def test_large_prompt_arrives_whole(daemon: Daemon, mock_api: MockAnthropic) -> None:
+    big = "x" * (300 * 1024) + " END"
+    completion = await daemon.client().chat.completions.create(
+        model="sonnet", messages=[{"role": "user", "content": big}]
+    )
+    assert completion.choices[0].message.content.endswith("END")
+    assert mock_api.user_texts()[-1] == big
+
+
+async def test_image_reaches_the_model_as_an_image_block(daemon: Daemon, mock_api: MockAnthropic) -> None:
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    await daemon.client().chat.completions.create(
+        model="sonnet",
+        messages=[{"role": "user", "content": [
+            {"type": "text", "text": "what is this"},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}},
+        ]}],
+    )  # fmt: skip
+    last_user = [m for m in mock_api.requests[-1]["messages"] if m["role"] == "user"][-1]
+    images = [b for b in last_user["content"] if b.get("type") == "image"]
+    assert images and images[0]["source"]["data"] == png
+
+
+async def test_openai_sdk_error_classes(daemon: Daemon) -> None:
+    client = daemon.client()
+    with pytest.raises(openai.NotFoundError) as caught:
+        await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.code == "model_not_found"
