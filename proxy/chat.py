@@ -56,15 +56,26 @@ async def _read_request(request: web.Request) -> ChatCompletionRequest:
         raise _validation_failure(exc) from None
 
 
+_BRANCH_NAMES = {"system", "developer", "user", "assistant", "tool", "function", "text", "image_url", "refusal", "str"}
+
+
+def _param(loc: tuple[int | str, ...]) -> str:
+    """pydantic's error location as an OpenAI `param`, without the names of union branches."""
+    parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in _BRANCH_NAMES))]
+    return ".".join(parts)
+
+
 def _validation_failure(exc: ValidationError) -> ApiException:
-    first = exc.errors()[0]
-    param = ".".join(str(part) for part in first["loc"] if not str(part).startswith(("function-", "tagged-union")))
+    errors = exc.errors()
+    # In a union, every branch reports; the tag mismatch, or else the deepest error, is the one that explains.
+    tagged = [e for e in errors if e["type"] == "union_tag_invalid"]
+    first = tagged[0] if tagged else max(errors, key=lambda e: len(e["loc"]))
+    param = _param(first["loc"])
     message = first["msg"]
     if first["type"] == "union_tag_invalid":
-        tag = first.get("ctx", {}).get("tag")
-        expected = first.get("ctx", {}).get("expected_tags")
-        what = "role" if "role" in str(first.get("ctx", {}).get("discriminator")) else "content part type"
-        message = f"unknown {what} {tag}; expected one of {expected}"
+        context = first.get("ctx", {})
+        what = "role" if "role" in str(context.get("discriminator")) else "content part type"
+        message = f"unknown {what} {context.get('tag')}; expected one of {context.get('expected_tags')}"
     elif first["type"] == "too_short" and param == "messages":
         message = "messages must contain at least one message"
     elif first["type"] == "missing":

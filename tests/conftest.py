@@ -67,6 +67,13 @@ def processes_marked(mark: str) -> list[int]:
     return found
 
 
+def cmdline(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
 async def wait_no_processes(mark: str, within: float = 10.0) -> list[int]:
     deadline = asyncio.get_running_loop().time() + within
     while (alive := processes_marked(mark)) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 - polling /proc

@@ -4,7 +4,7 @@ The reply is chosen by directives in the newest user text of the request:
 
 - default: ``MOCK reply to: <text>``, streamed a few characters per delta
 - ``USE_TOOL``: a Bash ``echo hi`` tool call first, then ``Tool said: <output>``
-- ``SLEEP_TOOL``: a Bash ``sleep 300`` tool call (to test killing tool children)
+- ``SLEEP_TOOL``: a Bash tool call that sleeps 300 s in python3 (to test killing tool children)
 - ``ERR429`` / ``ERR500`` / ``ERR401`` / ``ERR400`` / ``ERR529``: that HTTP error
 - ``HANG``: accept the request and never answer
 - ``STALL``: start the stream, send one delta, then never finish
@@ -76,6 +76,8 @@ class MockAnthropic:
     requests: list[dict[str, Any]] = field(default_factory=list)
     answered: int = 0
     hanging: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
     port: int = 0
     _runner: web.AppRunner | None = None
 
@@ -90,6 +92,17 @@ class MockAnthropic:
         for message in body.get("messages", []):
             if message.get("role") == "user":
                 out += [t for t in _text_of(message.get("content")) if not t.startswith("<system-reminder>")]
+        return out
+
+    def dialogue(self, request_index: int = -1) -> list[tuple[str, str]]:
+        """(role, text) of every user and assistant message the API saw in one request."""
+        out = []
+        for message in self.requests[request_index].get("messages", []):
+            if message.get("role") not in ("user", "assistant"):
+                continue
+            texts = [t for t in _text_of(message.get("content")) if not t.startswith("<system-reminder>")]
+            if texts:
+                out.append((message["role"], "\n".join(texts)))
         return out
 
     async def start(self) -> None:
@@ -112,6 +125,14 @@ class MockAnthropic:
         )
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
         text = newest_user_text(body)
@@ -141,7 +162,7 @@ class MockAnthropic:
         if tool_output is not None:
             blocks.append({"type": "text", "text": f"Tool said: {tool_output.strip()}"})
         elif "USE_TOOL" in text or "SLEEP_TOOL" in text:
-            command = "sleep 300" if "SLEEP_TOOL" in text else "echo hi"
+            command = 'python3 -c "import time; time.sleep(300)"' if "SLEEP_TOOL" in text else "echo hi"
             blocks.append({"type": "text", "text": "I will run a command."})
             blocks.append(
                 {
