@@ -110,11 +110,15 @@ class Engine:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def cancel_all(self, reason: str) -> None:
+        """Stop every running turn; their consumers see `TurnCancelled`."""
+        await asyncio.gather(*(turn.cancel(reason) for turn in list(self._turns)))
+
     async def close(self) -> None:
         if self.state is EngineState.CLOSED:
             return
         self.state = EngineState.CLOSED
-        await asyncio.gather(*(turn.cancel("the daemon is shutting down") for turn in list(self._turns)))
+        await self.cancel_all("the daemon is shutting down")
         if self._finishing:
             await asyncio.gather(*self._finishing, return_exceptions=True)
         await self.store.close()

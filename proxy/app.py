@@ -71,7 +71,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
             app[ENGINE] = own
             yield
 
+    async def cancel_turns(app: web.Application) -> None:
+        # Runs before aiohttp waits for handlers: a turn still running would hold the shutdown.
+        await app[ENGINE].cancel_all("the daemon is shutting down")
+
     app.cleanup_ctx.append(engine_context)
+    app.on_shutdown.append(cancel_turns)
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", chat_completions)

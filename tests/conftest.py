@@ -76,7 +76,7 @@ def cmdline(pid: int) -> list[bytes]:
 
 async def wait_no_processes(mark: str, within: float = 10.0) -> list[int]:
     deadline = asyncio.get_running_loop().time() + within
-    while (alive := processes_marked(mark)) and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 - polling /proc
+    while (alive := processes_marked(mark)) and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.1)
     return alive
 

@@ -1,0 +1,121 @@
+"""The `claude-max` command itself, run as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.conftest import wait_no_processes
+from tests.mock_anthropic import MockAnthropic
+
+COMMAND = Path(sys.executable).parent / "claude-max"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def run(*args: str, env: dict[str, str] | None = None, within: float = 60) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        str(COMMAND), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    async with asyncio.timeout(within):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+def daemon_env(cli_env: str, claude_cli: Path, tmp_path: Path) -> dict[str, str]:
+    return {"CLAUDE_BIN": str(claude_cli), "STATE_DIR": str(tmp_path / "state"), "PROXY_PORT": str(free_port())}
+
+
+@pytest.fixture
+async def serve(daemon_env: dict[str, str], tmp_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    process = await asyncio.create_subprocess_exec(
+        str(COMMAND), "serve", "--env-file", str(tmp_path / "no.env"),
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, **daemon_env},
+    )  # fmt: skip
+    assert process.stderr is not None
+    async with asyncio.timeout(20):
+        while b"event=serving" not in await process.stderr.readline():
+            pass
+    yield process
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+async def test_serve_answers_and_stops_cleanly_on_sigterm(
+    serve: asyncio.subprocess.Process, daemon_env: dict[str, str], cli_env: str, mock_api: MockAnthropic
+) -> None:
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{daemon_env['PROXY_PORT']}/v1", api_key="x", max_retries=0)
+    completion = await client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "hi"}])
+    assert completion.choices[0].message.content == "MOCK reply to: hi"
+    hanging = asyncio.create_task(
+        client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "HANG"}])
+    )
+    while mock_api.hanging == 0:
+        await asyncio.sleep(0.05)
+    serve.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(15):
+        code = await serve.wait()
+    assert code == 0
+    with pytest.raises(openai.APIError):
+        await hanging
+    await client.close()
+    assert await wait_no_processes(cli_env, within=5) == [], "no CLI outlives the daemon"
+    assert serve.stderr is not None
+    log = (await serve.stderr.read()).decode()
+    assert "event=stopped" in log and "sk-test-not-a-real-key" not in log
+
+
+async def test_bad_setting_stops_the_start(daemon_env: dict[str, str]) -> None:
+    code, _, err = await run("serve", env={**daemon_env, "MAX_CONCURRENT": "lots"})
+    assert code == 2 and "MAX_CONCURRENT" in err
+
+
+async def test_refuses_to_expose_without_keys(daemon_env: dict[str, str]) -> None:
+    code, _, err = await run("serve", "--host", "0.0.0.0", env=daemon_env)
+    assert code == 2 and "PROXY_API_KEYS" in err
+
+
+async def test_port_in_use_is_a_clear_error(daemon_env: dict[str, str]) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", int(daemon_env["PROXY_PORT"])))
+        holder.listen()
+        code, _, err = await run("serve", env=daemon_env)
+    assert code == 1 and "cannot listen on 127.0.0.1" in err and "claude-max doctor" in err
+
+
+async def test_doctor_all_well(daemon_env: dict[str, str]) -> None:
+    code, out, _ = await run("doctor", env=daemon_env)
+    assert code == 0, out
+    assert "2.1.331" in out and "logged in" in out and "all is well" in out
+
+
+async def test_doctor_explains_what_is_wrong(daemon_env: dict[str, str], tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the state directory should be")
+    env = {**daemon_env, "CLAUDE_BIN": "no-such-claude", "STATE_DIR": str(blocked), "PROXY_HOST": "0.0.0.0"}
+    code, out, _ = await run("doctor", env=env)
+    assert code == 1
+    assert "no-such-claude" in out and "npm install -g @anthropic-ai/claude-code" in out
+    assert "STATE_DIR" in out and "PROXY_API_KEYS" in out
+
+
+async def test_help() -> None:
+    for args in (["--help"], ["serve", "--help"], ["doctor", "--help"]):
+        code, out, _ = await run(*args)
+        assert code == 0 and "usage: claude-max" in out

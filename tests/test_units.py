@@ -1,0 +1,245 @@
+"""Fast checks of the pieces with no process behind them: settings, models, messages, the store."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from core.config import SettingsError, load_settings
+from core.logs import RedactingFilter
+from core.models import UnknownModel, resolve_model
+from core.store import SessionStore, StoreError
+from proxy.conversation import BadConversation, fingerprint, plan_turn
+from proxy.schema import ChatCompletionRequest
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+def test_settings_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = load_settings(_env_file=None)
+    assert settings.proxy_host == "127.0.0.1" and settings.proxy_port == 3456
+    assert settings.state_dir == tmp_path / ".local/state/claude-max"
+    assert settings.workdir == settings.state_dir / "workspace"
+    assert settings.claude_permission_mode == "bypassPermissions"
+    assert (settings.activity_timeout, settings.max_concurrent) == (600, 4)
+
+
+def test_settings_parse_lists_and_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXY_API_KEYS", "sk-one, sk-two")
+    monkeypatch.setenv("TELEGRAM_ALLOWED_USERS", "12345,678")
+    monkeypatch.setenv("MODEL_ALIASES", "gpt-4o=sonnet, GPT-4o-mini=haiku")
+    monkeypatch.setenv("DEBUG", "yes please")
+    settings = load_settings(_env_file=None)
+    assert [k.get_secret_value() for k in settings.proxy_api_keys] == ["sk-one", "sk-two"]
+    assert settings.telegram_allowed_users == [12345, 678]
+    assert settings.model_aliases == {"gpt-4o": "sonnet", "gpt-4o-mini": "haiku"}
+    assert settings.debug_enabled
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PROXY_PORT", "99999"),
+        ("PROXY_PORT", "http"),
+        ("MAX_CONCURRENT", "0"),
+        ("ACTIVITY_TIMEOUT", "-1"),
+        ("TELEGRAM_ALLOWED_USERS", "alice"),
+        ("CLAUDE_PERMISSION_MODE", "yolo"),
+        ("MODEL_ALIASES", "no-equals-sign"),
+        ("PROXY_ALLOWED_ORIGINS", "evil.example"),
+    ],
+)
+def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None)
+    assert variable in str(caught.value)
+
+
+def test_settings_from_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROXY_PORT", raising=False)
+    env_file = tmp_path / ".env"
+    env_file.write_text("PROXY_PORT=4000\nCLAUDE_WORKDIR=/tmp/somewhere\n")
+    settings = load_settings(_env_file=env_file)
+    assert settings.proxy_port == 4000 and settings.workdir == Path("/tmp/somewhere")
+    assert load_settings(_env_file=env_file, proxy_port=5000).proxy_port == 5000, "flags override the file"
+
+
+def test_secret_values_are_not_echoed_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELEGRAM_NOTIFY_ID", "not-a-number")
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", "123456:SECRET")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None)
+    assert "SECRET" not in str(caught.value)
+
+
+def test_log_lines_never_carry_secrets() -> None:
+    import logging
+
+    record = logging.LogRecord(
+        "x",
+        logging.INFO,
+        "",
+        0,
+        "calling %s with key %s",
+        ("https://api.telegram.org/bot123456:ABC-def_ghi/getMe", "sk-secret-key"),
+        None,
+    )
+    RedactingFilter(["sk-secret-key"]).filter(record)
+    line = record.getMessage()
+    assert "sk-secret-key" not in line and "ABC-def_ghi" not in line
+    assert "/bot<redacted>/getMe" in line
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requested", "cli_model"),
+    [
+        ("claude-opus-4", "opus"),
+        ("claude-sonnet-4", "sonnet"),
+        ("claude-haiku-4", "haiku"),
+        ("opus", "opus"),
+        ("Sonnet", "sonnet"),
+        ("opusplan", "opusplan"),
+        ("claude-opus-4-5-20251101", "claude-opus-4-5-20251101"),
+        ("claude-sonnet-4-20250514", "claude-sonnet-4-20250514"),
+        ("claude-3-5-haiku-20241022", "claude-3-5-haiku-20241022"),
+        ("maxproxy/claude-opus-4", "opus"),
+        ("claude-code-cli/claude-sonnet-4-5", "claude-sonnet-4-5"),
+        ("", ""),
+        (None, ""),
+    ],
+)
+def test_model_resolution(requested: str | None, cli_model: str) -> None:
+    assert resolve_model(requested) == cli_model
+
+
+@pytest.mark.parametrize("requested", ["gpt-4o", "claude", "claude-opus-4; rm -rf /", "--model", "llama3"])
+def test_unknown_models_are_refused(requested: str) -> None:
+    with pytest.raises(UnknownModel):
+        resolve_model(requested)
+
+
+def test_aliases_and_default() -> None:
+    assert resolve_model("gpt-4o", aliases={"gpt-4o": "sonnet"}) == "sonnet"
+    assert resolve_model(None, default="haiku") == "haiku"
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+
+def request(*messages: dict) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate({"model": "sonnet", "messages": list(messages)})
+
+
+def test_plan_splits_history_from_the_new_turn() -> None:
+    plan = plan_turn(
+        request(
+            {"role": "system", "content": "Be terse."},
+            {"role": "user", "content": "one"},
+            {"role": "assistant", "content": "two"},
+            {"role": "user", "content": "three"},
+        ),
+        scope="s",
+    )
+    assert [m.role for m in plan.prior] == ["user", "assistant"]
+    assert [m.role for m in plan.new] == ["user"]
+    assert plan.instructions == "Be terse."
+    fresh = plan.prompt_for(None)
+    assert fresh[-1] == {"type": "text", "text": "three"}
+    assert "<instructions>\nBe terse.\n</instructions>" in fresh[0]["text"]
+    assert "[user]\none" in fresh[0]["text"] and "[assistant]\ntwo" in fresh[0]["text"]
+
+
+def test_fingerprint_ignores_whitespace_and_system_text_but_not_words() -> None:
+    a = request({"role": "system", "content": "x"}, {"role": "user", "content": "hello  world"})
+    b = request({"role": "user", "content": [{"type": "text", "text": " hello world\n"}]})
+    c = request({"role": "user", "content": "hello there"})
+    assert fingerprint("s", [m for m in a.messages if m.role != "system"]) == fingerprint("s", b.messages)
+    assert fingerprint("s", b.messages) != fingerprint("s", c.messages)
+    assert fingerprint("s", b.messages) != fingerprint("other-key", b.messages), "keys never share conversations"
+    assert fingerprint("s", []) is None
+
+
+def test_head_after_matches_the_next_requests_history() -> None:
+    first = plan_turn(request({"role": "user", "content": "q"}), scope="s")
+    following = plan_turn(
+        request(
+            {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "q2"}
+        ),
+        scope="s",
+    )
+    assert first.history is None
+    assert first.head_after("a") == following.history
+
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 20).decode()
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://example.com/cat.png", "not fetched"),
+        ("data:image/bmp;base64,Qk0=", "not supported"),
+        ("data:image/png;base64,@@@@", "not valid"),
+        (f"data:image/jpeg;base64,{PNG}", "not a image/jpeg image"),
+        ("data:image/png;base64," + "A" * (8 * 1024 * 1024), "at most 5 MB"),
+    ],
+)
+def test_bad_images_are_refused(url: str, problem: str) -> None:
+    with pytest.raises(BadConversation) as caught:
+        plan_turn(request({"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}), "s")
+    assert problem in str(caught.value)
+
+
+def test_images_become_image_blocks() -> None:
+    plan = plan_turn(
+        request(
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "see"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                ],
+            }
+        ),
+        "s",
+    )
+    blocks = plan.prompt_for(None)
+    assert blocks == [
+        {"type": "text", "text": "see"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+    ]
+
+
+# -- the store ----------------------------------------------------------------------------------
+
+
+async def test_store_records_and_finds(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    await store.open()
+    await store.record("k1", session_id="s1", model="sonnet", workdir="/w", head="h1", context=None)
+    await store.record("k1", session_id="s2", model="opus", workdir="/w", head="h2", context="c")
+    found = await store.find_by_head("h2")
+    assert found is not None and (found.key, found.session_id, found.model, found.turns) == ("k1", "s2", "opus", 2)
+    assert await store.find_by_head("h1") is None
+    await store.close()
+    reopened = SessionStore(tmp_path)
+    await reopened.open()  # migrations are not applied twice
+    assert (await reopened.get("k1")).session_id == "s2"  # type: ignore[union-attr]
+    assert await reopened.forget("k1") and await reopened.get("k1") is None
+    await reopened.close()
+
+
+async def test_store_refuses_a_corrupt_file(tmp_path: Path) -> None:
+    (tmp_path / "sessions.sqlite3").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError) as caught:
+        await SessionStore(tmp_path).open()
+    assert "sessions.sqlite3" in str(caught.value)
+    assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
