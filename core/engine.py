@@ -45,7 +45,6 @@ from core.events import (
     SessionInit,
     ToolResult,
     ToolStart,
-    UnknownEvent,
     parse_event,
 )
 from core.process import CLIProcess, Spawn, child_environment
@@ -220,6 +219,7 @@ class Turn:
         self._has_slot = False
         self._cancel_reason: str | None = None
         self._yielded_content = False
+        self._debug = engine.settings.debug_enabled
 
     # -- entering: lock, slot, spawn ----------------------------------------------
 
@@ -296,6 +296,8 @@ class Turn:
                     log.warning("cli_non_json_line conversation=%s line=%r", self.key, line[:200])
                     continue
                 for event in events:
+                    if self._debug:
+                        log.debug("cli_event conversation=%s event=%.300r", self.key, event)
                     self._observe(event, process)
                     if isinstance(event, Result):
                         await self._finish(event)
@@ -338,8 +340,6 @@ class Turn:
             log.info("api_retry conversation=%s attempt=%s status=%s", self.key, event.attempt, event.error_status)
         elif isinstance(event, ApiError):
             process.note(f"API error {event.status}")
-        elif isinstance(event, UnknownEvent) and self._engine.settings.debug_enabled:
-            log.debug("cli_event_unknown kind=%s", event.kind)
 
     async def _finish(self, result: Result) -> None:
         """Check the CLI's verdict; record the session only when it succeeded."""

@@ -15,7 +15,7 @@ from core.engine import Engine, TurnRequest
 from core.errors import ActivityTimeout, TurnCancelled, UpstreamError
 from core.events import Result
 from tests.conftest import Daemon, processes_marked, wait_no_processes
-from tests.mock_anthropic import MockAnthropic
+from tests.mock_anthropic import CACHE_READ_TOKENS, CACHE_WRITE_TOKENS, INPUT_TOKENS, MockAnthropic
 from tests.sse import post_sse
 
 PREAMBLE = """
@@ -188,3 +188,22 @@ async def test_upstream_error_keeps_the_cli_message(daemon: Daemon) -> None:
                 pass
     assert caught.value.status == 429 and "mock 429" in caught.value.message
     assert processes_marked(daemon.mark) == [] or await wait_no_processes(daemon.mark) == []
+
+
+async def test_debug_logs_every_cli_event(
+    start_daemon: Callable[..., object], caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    daemon: Daemon = await start_daemon(debug="1")  # type: ignore[assignment]
+    with caplog.at_level(logging.DEBUG, logger="core.engine"):
+        await daemon.client().chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "dbg"}])
+    events = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cli_event")]
+    assert any("SessionInit" in e for e in events) and any("TextDelta" in e for e in events)
+    assert any(e.startswith("cli_event") and "Result(" in e for e in events)
+    turn_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("turn ")]
+    assert (
+        len(turn_lines) == 1
+        and "outcome=ok" in turn_lines[0]
+        and f"prompt_tokens={INPUT_TOKENS + CACHE_READ_TOKENS + CACHE_WRITE_TOKENS}" in turn_lines[0]
+    )
