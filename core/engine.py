@@ -16,7 +16,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -48,9 +48,11 @@ from core.events import (
     parse_event,
 )
 from core.process import CLIProcess, Spawn, child_environment
-from core.store import Conversation, SessionStore
+from core.store import Conversation, LedgerEntry, SessionStore
 
 log = logging.getLogger("core.engine")
+
+SHUTDOWN_REASON = "the daemon is shutting down"
 
 Prompt = str | list[dict[str, Any]]
 TurnEvent = Event | AnswerDelta
@@ -81,7 +83,11 @@ class TurnRequest:
 class EngineState(enum.Enum):
     NEW = "new"
     OPEN = "open"
+    STOPPING = "stopping"  # running turns are being cancelled; no new ones start
     CLOSED = "closed"
+
+
+TurnListener = Callable[["Turn", BaseException | None], Awaitable[None]]
 
 
 class Engine:
@@ -96,6 +102,7 @@ class Engine:
         self._lock_users: dict[str, int] = {}
         self._turns: set[Turn] = set()
         self._finishing: set[asyncio.Task[None]] = set()
+        self._listeners: list[TurnListener] = []
         self.waiting = 0
 
     async def __aenter__(self) -> Engine:
@@ -109,17 +116,30 @@ class Engine:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def on_turn_end(self, listener: TurnListener) -> None:
+        """Call `listener(turn, error)` after every turn, in the background (alerts, metrics)."""
+        self._listeners.append(listener)
+
     async def cancel_all(self, reason: str) -> None:
         """Stop every running turn; their consumers see `TurnCancelled`."""
         await asyncio.gather(*(turn.cancel(reason) for turn in list(self._turns)))
 
+    async def shut_down(self) -> None:
+        """Refuse new turns and cancel the running ones; the store stays open until `close()`."""
+        if self.state is EngineState.OPEN:
+            self.state = EngineState.STOPPING
+        await self.cancel_all(SHUTDOWN_REASON)
+
     async def close(self) -> None:
         if self.state is EngineState.CLOSED:
             return
+        await self.shut_down()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.kill_grace + 5):
+                while self._turns or self._finishing:  # consumers are leaving their turns
+                    await asyncio.gather(*self._finishing, return_exceptions=True)
+                    await asyncio.sleep(0.01)
         self.state = EngineState.CLOSED
-        await self.cancel_all("the daemon is shutting down")
-        if self._finishing:
-            await asyncio.gather(*self._finishing, return_exceptions=True)
         await self.store.close()
 
     @property
@@ -127,9 +147,39 @@ class Engine:
         return len(self._turns)
 
     def turn(self, request: TurnRequest) -> Turn:
+        """A turn to enter. Raises `TurnCancelled` while shutting down, `RuntimeError` when not open."""
+        if self.state is EngineState.STOPPING:
+            raise TurnCancelled(SHUTDOWN_REASON)
         if self.state is not EngineState.OPEN:
             raise RuntimeError(f"engine is {self.state.value}")
         return Turn(self, request)
+
+    def _background(self, work: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(work)
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        return task
+
+    async def _turn_ended(self, turn: Turn, error: BaseException | None) -> None:
+        result = turn.result
+        if result is not None and self.store.is_open:
+            usage = result.usage
+            try:
+                await self.store.add_turn(
+                    LedgerEntry(
+                        key=turn.key, face=turn.request.face, model=turn.model_reported or turn.model or "default",
+                        duration_ms=int(turn.elapsed * 1000), prompt_tokens=usage.prompt_tokens,
+                        completion_tokens=usage.output_tokens, cached_tokens=usage.cache_read_tokens,
+                        cost_usd=result.cost_usd, outcome=turn.outcome,
+                    )
+                )  # fmt: skip
+            except Exception:
+                log.exception("ledger_write_failed conversation=%s", turn.key)
+        for listener in self._listeners:
+            try:
+                await listener(turn, error)
+            except Exception:
+                log.exception("turn_listener_failed conversation=%s", turn.key)
 
     # -- used by Turn -------------------------------------------------------------
 
@@ -213,6 +263,7 @@ class Turn:
         self.result: Result | None = None
         self.answer = AnswerBuilder()
         self.started = time.monotonic()
+        self.finished: float | None = None
         self.outcome = "started"
         self._process: CLIProcess | None = None
         self._lock_cm: contextlib.AbstractAsyncContextManager[None] | None = None
@@ -410,19 +461,27 @@ class Turn:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         engine = self._engine
-        engine._turns.discard(self)
+        self.finished = time.monotonic()
         if exc is not None and self.outcome in ("started", "ok"):
             self.outcome = (
                 "cancelled" if isinstance(exc, (asyncio.CancelledError, ConnectionError)) else type(exc).__name__
             )
-        if self.result is not None and exc is None:
-            # Answer delivered: let the CLI exit in the background, then free the slot and the conversation.
-            task = asyncio.create_task(self._release(wait_exit=True))
-            engine._finishing.add(task)
-            task.add_done_callback(engine._finishing.discard)
-        else:
-            await asyncio.shield(self._release())
+        # Answer delivered: the CLI may exit in the background. Otherwise the caller waits until it is gone.
+        released = engine._background(self._release(wait_exit=self.result is not None and exc is None))
+        engine._turns.discard(self)
+        engine._background(self._after(released, exc))
+        if self.result is None or exc is not None:
+            await asyncio.shield(released)
+
+    async def _after(self, released: asyncio.Task[None], error: BaseException | None) -> None:
+        with contextlib.suppress(Exception):
+            await released
         self._log()
+        await self._engine._turn_ended(self, error)
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
 
     async def _release(self, wait_exit: bool = False) -> None:
         try:

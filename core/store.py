@@ -20,6 +20,27 @@ DB_NAME = "sessions.sqlite3"
 
 
 @dataclass(frozen=True)
+class LedgerEntry:
+    key: str
+    face: str
+    model: str
+    duration_ms: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost_usd: float
+    outcome: str
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    turns: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+@dataclass(frozen=True)
 class Conversation:
     key: str
     session_id: str
@@ -51,9 +72,33 @@ async def _m1_conversations(db: aiosqlite.Connection) -> None:
     await db.execute("CREATE INDEX conversations_head ON conversations(head)")
 
 
+async def _m2_ledger_and_preferences(db: aiosqlite.Connection) -> None:
+    await db.execute(
+        """
+        CREATE TABLE turns (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            face TEXT NOT NULL,
+            model TEXT NOT NULL,
+            finished_at REAL NOT NULL,
+            duration_ms INTEGER NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            cached_tokens INTEGER NOT NULL,
+            cost_usd REAL NOT NULL,
+            outcome TEXT NOT NULL
+        )
+        """
+    )
+    await db.execute("CREATE INDEX turns_key ON turns(key)")
+    await db.execute("CREATE INDEX turns_finished ON turns(finished_at)")
+    await db.execute("CREATE TABLE preferences (key TEXT PRIMARY KEY, model TEXT NOT NULL)")
+
+
 # Numbered migrations; applied names are kept in the `migrations` table. Append only.
 MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] = [
     ("m001_conversations", _m1_conversations),
+    ("m002_ledger_and_preferences", _m2_ledger_and_preferences),
 ]
 
 
@@ -82,6 +127,10 @@ class SessionStore:
         if self._db is not None:
             db, self._db = self._db, None
             await db.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -133,6 +182,41 @@ class SessionStore:
         cursor = await self.db.execute("DELETE FROM conversations WHERE key = ?", (key,))
         await self.db.commit()
         return cursor.rowcount > 0
+
+    async def add_turn(self, entry: LedgerEntry) -> None:
+        await self.db.execute(
+            "INSERT INTO turns (key, face, model, finished_at, duration_ms, prompt_tokens, completion_tokens,"
+            " cached_tokens, cost_usd, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (entry.key, entry.face, entry.model, time.time(), entry.duration_ms, entry.prompt_tokens,
+             entry.completion_tokens, entry.cached_tokens, entry.cost_usd, entry.outcome),
+        )  # fmt: skip
+        await self.db.commit()
+
+    async def usage(self, key: str) -> UsageTotals:
+        query = (
+            "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),"
+            " COALESCE(SUM(cost_usd), 0) FROM turns WHERE key = ?"
+        )
+        async with self.db.execute(query, (key,)) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return UsageTotals(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
+
+    async def preferred_model(self, key: str) -> str | None:
+        async with self.db.execute("SELECT model FROM preferences WHERE key = ?", (key,)) as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row else None
+
+    async def set_preferred_model(self, key: str, model: str | None) -> None:
+        if model is None:
+            await self.db.execute("DELETE FROM preferences WHERE key = ?", (key,))
+        else:
+            await self.db.execute(
+                "INSERT INTO preferences (key, model) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET model = excluded.model",
+                (key, model),
+            )
+        await self.db.commit()
 
     async def ping(self) -> None:
         async with self.db.execute("SELECT 1") as cursor:

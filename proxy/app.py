@@ -73,7 +73,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
 
     async def cancel_turns(app: web.Application) -> None:
         # Runs before aiohttp waits for handlers: a turn still running would hold the shutdown.
-        await app[ENGINE].cancel_all("the daemon is shutting down")
+        await app[ENGINE].shut_down()
 
     app.cleanup_ctx.append(engine_context)
     app.on_shutdown.append(cancel_turns)

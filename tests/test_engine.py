@@ -198,6 +198,10 @@ async def test_debug_logs_every_cli_event(
     daemon: Daemon = await start_daemon(debug="1")  # type: ignore[assignment]
     with caplog.at_level(logging.DEBUG, logger="core.engine"):
         await daemon.client().chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "dbg"}])
+        for _ in range(100):  # the turn's line is written once the CLI has exited, after the answer
+            if any(r.getMessage().startswith("turn ") for r in caplog.records):
+                break
+            await asyncio.sleep(0.05)
     events = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cli_event")]
     assert any("SessionInit" in e for e in events) and any("TextDelta" in e for e in events)
     assert any(e.startswith("cli_event") and "Result(" in e for e in events)
