@@ -8,12 +8,18 @@ CLAUDE_CODE_VERSION := 2.1.331
 CLI_DIR := .cache/claude-code-$(CLAUDE_CODE_VERSION)
 TEST_CLI := $(CLI_DIR)/node_modules/.bin/claude
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test lint clean
 
-$(BIN)/claude-max: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required" if sys.version_info < (3, 11) else 0)'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
@@ -21,18 +27,15 @@ $(TEST_CLI):
 	npm install --silent --no-fund --no-audit --prefix $(CLI_DIR) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
 	$(TEST_CLI) --version
 
-serve: $(BIN)/claude-max
+serve: $(VENV)/.installed
 	$(BIN)/claude-max serve
 
-lint: $(BIN)/claude-max
+lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(BIN)/claude-max $(TEST_CLI) lint
+test: $(VENV)/.test-installed $(TEST_CLI) lint
 	CLAUDE_MAX_TEST_CLI=$(abspath $(TEST_CLI)) $(BIN)/pytest -q
-
-bench: $(BIN)/claude-max $(TEST_CLI)
-	CLAUDE_MAX_TEST_CLI=$(abspath $(TEST_CLI)) $(BIN)/python scripts/bench.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

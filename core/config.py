@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from dotenv import dotenv_values
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Waits that have no setting of their own.
@@ -51,6 +53,9 @@ class Settings(BaseSettings):
     kill_grace: float = Field(default=3.0, gt=0)
     debug: str = ""
 
+    # Variables of the .env file, for the CLI's environment too (CLAUDE_CODE_OAUTH_TOKEN, IS_SANDBOX, ...).
+    _env_file_values: dict[str, str] = PrivateAttr(default_factory=dict)
+
     @field_validator("proxy_api_keys", "proxy_allowed_origins", "telegram_allowed_users", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
@@ -65,7 +70,9 @@ class Settings(BaseSettings):
         for item in _split_csv(value):  # type: ignore[union-attr]
             name, sep, target = item.partition("=")
             if not sep or not name.strip() or not target.strip():
-                raise ValueError(f"expected name=model pairs separated by commas, got {item!r}")
+                raise ValueError(
+                    f"expected name=model pairs separated by commas, like gpt-4o=sonnet; {item!r} is not one"
+                )
             aliases[name.strip().lower()] = target.strip()
         return aliases
 
@@ -97,7 +104,16 @@ class Settings(BaseSettings):
 
     @property
     def debug_enabled(self) -> bool:
-        return bool(self.debug)
+        return self.debug.strip().lower() not in ("", "0", "false", "no", "off")
+
+    def child_environment(self) -> dict[str, str]:
+        """The CLI's environment: the daemon's, plus `.env` entries it does not have, minus CLAUDECODE.
+
+        The daemon's own environment wins, as it does for the settings themselves.
+        """
+        env = {**self._env_file_values, **os.environ}
+        env.pop("CLAUDECODE", None)
+        return env
 
     @property
     def max_body_bytes(self) -> int:
@@ -118,12 +134,17 @@ class SettingsError(Exception):
 def load_settings(**overrides: object) -> Settings:
     """Read the settings, turning pydantic's report into one line per bad variable."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
             name = str(error["loc"][0]).upper() if error["loc"] else "settings"
             message = error["msg"].removeprefix("Value error, ")
             shown = "***" if name in _SECRET_SETTINGS else repr(error.get("input"))
-            lines.append(f"{name}: {message} (got {shown})")
+            lines.append(f"{name}: {message}" + ("" if shown in message else f" (got {shown})"))
         raise SettingsError("invalid setting: " + "; ".join(lines)) from None
+    env_file = overrides.get("_env_file", Settings.model_config.get("env_file"))
+    if isinstance(env_file, (str, Path)) and Path(env_file).is_file():
+        values = dotenv_values(env_file)
+        settings._env_file_values = {k: v for k, v in values.items() if v is not None and v != ""}
+    return settings

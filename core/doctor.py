@@ -12,10 +12,10 @@ import os
 import shutil
 import socket
 import tempfile
+import urllib.request
 from dataclasses import dataclass
 
 from core.config import CLI_VERSION_TIMEOUT, Settings
-from core.process import child_environment
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,13 @@ class Check:
     fatal: bool = True  # serve refuses to start when a fatal check fails
 
 
-async def _run(argv: list[str], within: float) -> tuple[int | None, str, str]:
+async def _run(argv: list[str], within: float, env: dict[str, str]) -> tuple[int | None, str, str]:
     process = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=child_environment(),
+        env=env,
         start_new_session=True,
     )
     try:
@@ -48,7 +48,7 @@ async def _run(argv: list[str], within: float) -> tuple[int | None, str, str]:
 
 
 async def check_cli(settings: Settings) -> list[Check]:
-    path = shutil.which(settings.claude_bin)
+    path = shutil.which(settings.claude_bin, path=settings.child_environment().get("PATH"))
     if path is None:
         return [
             Check(
@@ -59,12 +59,13 @@ async def check_cli(settings: Settings) -> list[Check]:
                 "(services often have a shorter PATH than your shell)",
             )
         ]
-    code, out, err = await _run([path, "--version"], CLI_VERSION_TIMEOUT)
+    env = settings.child_environment()
+    code, out, err = await _run([path, "--version"], CLI_VERSION_TIMEOUT, env)
     if code != 0:
         return [Check("Claude Code CLI", False, f"{path} --version failed: {(err or out).strip()[:300]}",
                       "reinstall the CLI")]  # fmt: skip
     checks = [Check("Claude Code CLI", True, f"{path} ({out.strip()})")]
-    code, out, err = await _run([path, "auth", "status"], CLI_VERSION_TIMEOUT)
+    code, out, err = await _run([path, "auth", "status"], CLI_VERSION_TIMEOUT, env)
     try:
         status = json.loads(out)
     except ValueError:
@@ -116,6 +117,39 @@ def check_state_dir(settings: Settings) -> list[Check]:
     return checks
 
 
+def port_holder(port: int) -> str | None:
+    """Which process listens on `port` (Linux, own processes only): "pid 123: claude-max serve"."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(fields[9])
+    if not inodes:
+        return None
+    with contextlib.suppress(OSError):
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("socket:[") and target[8:-1] in inodes:
+                        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                            command = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                        return f"pid {pid}: {command}"
+    return None
+
+
+def _our_daemon_answers(host: str, port: int) -> bool:
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as response:
+            body = json.loads(response.read())
+    except (OSError, ValueError):
+        return False
+    return isinstance(body, dict) and body.get("status") == "ok" and "max_concurrent" in body
+
+
 def check_port(settings: Settings) -> Check:
     where = f"{settings.proxy_host}:{settings.proxy_port}"
     family = socket.AF_INET6 if ":" in settings.proxy_host else socket.AF_INET
@@ -124,9 +158,11 @@ def check_port(settings: Settings) -> Check:
         try:
             probe.bind((settings.proxy_host, settings.proxy_port))
         except OSError as exc:
-            return Check("port", False, f"cannot listen on {where}: {exc.strerror}",
-                         f"stop whatever holds it (`ss -ltnp 'sport = :{settings.proxy_port}'` shows who) "
-                         "or set PROXY_PORT")  # fmt: skip
+            holder = port_holder(settings.proxy_port)
+            if _our_daemon_answers(settings.proxy_host, settings.proxy_port):
+                return Check("port", True, f"{where} is served by a running claude-max ({holder or 'pid unknown'})")
+            detail = f"cannot listen on {where}: {exc.strerror}; held by {holder or 'an unknown process'}"
+            return Check("port", False, detail, "stop whatever holds it, or set PROXY_PORT")
     return Check("port", True, f"{where} is free")
 
 

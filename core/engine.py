@@ -47,8 +47,8 @@ from core.events import (
     ToolStart,
     parse_event,
 )
-from core.process import CLIProcess, Spawn, child_environment
-from core.store import Conversation, LedgerEntry, SessionStore
+from core.process import CLIProcess, Spawn
+from core.store import Conversation, LedgerEntry, SessionStore, StoreError
 
 log = logging.getLogger("core.engine")
 
@@ -108,7 +108,12 @@ class Engine:
     async def __aenter__(self) -> Engine:
         if self.state is not EngineState.NEW:
             raise RuntimeError(f"engine is {self.state.value}; build a new one")
-        self.settings.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.settings.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the working directory {self.settings.workdir} (CLAUDE_WORKDIR): {exc}"
+            ) from exc
         await self.store.open()
         self.state = EngineState.OPEN
         return self
@@ -243,7 +248,7 @@ class Engine:
         spawn = Spawn(
             argv=self._argv(model, resume.session_id if resume else None),
             cwd=workdir,
-            env=child_environment(),
+            env=self.settings.child_environment(),
             stdin=json.dumps(message, ensure_ascii=False).encode() + b"\n",
         )
         return CLIProcess(spawn, activity_timeout=self.settings.activity_timeout, kill_grace=self.settings.kill_grace)
@@ -398,7 +403,8 @@ class Turn:
         self.session_id = result.session_id or self.session_id
         if any("No conversation found" in error for error in result.errors):
             raise SessionNotFound("; ".join(result.errors), session_id=self.session_id)
-        if result.is_error and (result.terminal_reason == "api_error" or result.api_error_status):
+        truncated = result.api_error_kind == "max_output_tokens"  # an answer cut by the output limit, not a failure
+        if result.is_error and not truncated and (result.terminal_reason == "api_error" or result.api_error_status):
             self.outcome = "upstream_error"
             if result.api_error_status is None and any(m in result.text.lower() for m in _NOT_LOGGED_IN):
                 raise CLIUnavailable(f"the Claude Code CLI is not logged in: {result.text}", session_id=self.session_id)
@@ -408,7 +414,7 @@ class Turn:
                 kind=result.api_error_kind,
                 session_id=self.session_id,
             )
-        if result.is_error and result.subtype != "error_max_turns":
+        if result.is_error and not truncated and result.subtype != "error_max_turns":
             self.outcome = "failed"
             detail = "; ".join(result.errors) or result.text or result.subtype
             raise TurnFailed(

@@ -225,6 +225,15 @@ def _user(raw: dict[str, Any]) -> list[Event]:
     ] or [UnknownEvent("user", raw)]
 
 
+def _turn_cost(raw: dict[str, Any]) -> float:
+    """This turn's cost. `total_cost_usd` adds up the whole resumed session; the per-model usage since
+    the last result is the turn's own."""
+    since = raw.get("model_usage_since_last_result")
+    if isinstance(since, dict) and since:
+        return float(sum(float(m.get("costUSD") or 0.0) for m in since.values() if isinstance(m, dict)))
+    return float(raw.get("total_cost_usd") or 0.0)
+
+
 def _result(raw: dict[str, Any]) -> Result:
     return Result(
         subtype=raw.get("subtype", ""),
@@ -232,7 +241,7 @@ def _result(raw: dict[str, Any]) -> Result:
         text=raw.get("result") or "",
         session_id=raw.get("session_id", ""),
         usage=_usage(raw.get("usage")),
-        cost_usd=float(raw.get("total_cost_usd") or 0.0),
+        cost_usd=_turn_cost(raw),
         num_turns=int(raw.get("num_turns") or 0),
         duration_ms=int(raw.get("duration_ms") or 0),
         stop_reason=raw.get("stop_reason"),

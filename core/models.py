@@ -29,6 +29,9 @@ _VERSIONED = re.compile(
 )
 
 
+_DOTTED_VERSION = re.compile(r"(\d)\.(\d)")
+
+
 class UnknownModel(ValueError):
     def __init__(self, requested: str) -> None:
         super().__init__(f"The model `{requested}` does not exist or is not served by this proxy")
@@ -42,7 +45,7 @@ def resolve_model(requested: str | None, *, default: str = "", aliases: Mapping[
     """
     if requested is None or not requested.strip():
         return default
-    name = requested.strip().lower()
+    name = _DOTTED_VERSION.sub(r"\1-\2", requested.strip().lower())  # claude-sonnet-4.5 -> claude-sonnet-4-5
     for prefix in PROVIDER_PREFIXES:
         if name.startswith(prefix):
             name = name[len(prefix) :]

@@ -32,13 +32,6 @@ class Spawn:
     stdin: bytes
 
 
-def child_environment() -> dict[str, str]:
-    """The daemon's environment minus what would make the CLI think it runs inside Claude Code."""
-    env = dict(os.environ)
-    env.pop("CLAUDECODE", None)
-    return env
-
-
 @contextlib.contextmanager
 def map_spawn_errors(binary: str, cwd: Path) -> Iterator[None]:
     try:

@@ -121,7 +121,7 @@ class SessionStore:
             await self._migrate()
         except (OSError, sqlite3.Error) as exc:
             await self.close()
-            raise StoreError(f"cannot use the session store {self.path}: {exc}") from exc
+            raise StoreError(f"cannot use the session store {self.path} (STATE_DIR): {exc}") from exc
 
     async def close(self) -> None:
         if self._db is not None:

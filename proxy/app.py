@@ -45,12 +45,16 @@ async def models(request: web.Request) -> web.Response:
 @web.middleware
 async def request_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.monotonic()
-    response = await handler(request)
-    log.info(
-        "request method=%s path=%s status=%s duration_ms=%.0f",
-        request.method, request.path, response.status, (time.monotonic() - started) * 1000,
-    )  # fmt: skip
-    return response
+    status = 499  # nginx's "client closed the request", when the handler never finished
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        log.info(
+            "request method=%s path=%s status=%s duration_ms=%.0f",
+            request.method, request.path, status, (time.monotonic() - started) * 1000,
+        )  # fmt: skip
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> web.Application:

@@ -84,7 +84,11 @@ def _validation_failure(exc: ValidationError) -> ApiException:
 
 
 def finish_reason(result: Result) -> FinishReason:
-    if result.stop_reason == "max_tokens" or result.subtype == "error_max_turns":
+    if (
+        result.stop_reason == "max_tokens"
+        or result.subtype == "error_max_turns"
+        or result.api_error_kind == "max_output_tokens"
+    ):
         return "length"
     return "stop"
 

@@ -85,7 +85,7 @@ async def serve(settings: Settings) -> int:
                 await runner.cleanup()
                 print(
                     f"claude-max: cannot listen on {settings.proxy_host}:{settings.proxy_port}: {exc.strerror}; "
-                    "is another daemon running? (`claude-max doctor` shows who holds the port)",
+                    "is another daemon running? (`claude-max doctor` says who holds the port)",
                     file=sys.stderr,
                 )
                 return 1

@@ -218,17 +218,17 @@ def _image_block(part: ImagePart) -> dict[str, Any]:
     match = _DATA_URL.match(url)
     if not match:
         if url.startswith(("http://", "https://")):
-            raise BadConversation("image URLs are not fetched by this proxy; send the image as a data: URL")
-        raise BadConversation("an image_url must be a data: URL with base64 content")
+            raise BadConversation("image URLs are not fetched by this proxy; send the image as a data: URL", "messages")
+        raise BadConversation("an image_url must be a data: URL with base64 content", "messages")
     media_type, data = match.group(1).lower(), match.group(2)
     if media_type not in _IMAGE_MAGIC:
-        raise BadConversation(f"image type {media_type} is not supported; use PNG, JPEG, GIF or WebP")
+        raise BadConversation(f"image type {media_type} is not supported; use PNG, JPEG, GIF or WebP", "messages")
     if len(data) * 3 // 4 > MAX_IMAGE_BYTES:
-        raise BadConversation(f"an image may be at most {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
+        raise BadConversation(f"an image may be at most {MAX_IMAGE_BYTES // (1024 * 1024)} MB", "messages")
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise BadConversation("an image's base64 data is not valid") from None
+        raise BadConversation("an image's base64 data is not valid", "messages") from None
     if not raw.startswith(_IMAGE_MAGIC[media_type]):
-        raise BadConversation(f"the image data is not a {media_type} image")
+        raise BadConversation(f"the image data is not a valid {media_type.split('/')[1].upper()} image", "messages")
     return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -68,7 +69,7 @@ def assert_openai_error(body: dict, status_type: str | None = None) -> dict:
         (
             json.dumps({"model": "sonnet", "messages": [{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8gd29ybGQ="}}]}]}).encode(),
-            "not a image/png image",
+            "not a valid PNG image",
         ),
     ],
     ids=["invalid-json", "not-an-object", "no-messages", "empty-messages", "unknown-role", "unknown-part",
@@ -204,7 +205,8 @@ async def test_disconnect_mid_stream_kills_the_cli_and_its_children(daemon: Daem
     await assert_serves(daemon)
 
 
-async def test_disconnect_while_text_streams(daemon: Daemon) -> None:
+async def test_disconnect_while_text_streams(daemon: Daemon, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="proxy.app")
     async with (
         aiohttp.ClientSession() as session,
         session.post(
@@ -215,6 +217,7 @@ async def test_disconnect_while_text_streams(daemon: Daemon) -> None:
         for _ in range(5):
             await response.content.readline()
     assert await wait_no_processes(daemon.mark, within=8) == []
+    assert any("path=/v1/chat/completions status=499" in r.getMessage() for r in caplog.records), "logged"
     await assert_serves(daemon)
 
 

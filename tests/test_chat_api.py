@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import openai
 import pytest
@@ -212,3 +214,43 @@ async def test_openai_sdk_error_classes(daemon: Daemon) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
         await client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert caught.value.code == "model_not_found"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_answer_cut_by_the_output_limit_finishes_with_length(daemon: Daemon, stream: bool) -> None:
+    # The mock stops every attempt with max_tokens; the CLI continues a few times, then gives up.
+    if stream:
+        answer = await post_sse(
+            f"{daemon.url}/v1/chat/completions",
+            {"model": "sonnet", "stream": True, "messages": [{"role": "user", "content": "MAXTOK"}]},
+        )
+        assert answer.finish_reasons == ["length"] and answer.errors == []
+        text = answer.text
+    else:
+        completion = await daemon.client().chat.completions.create(
+            model="sonnet", messages=[{"role": "user", "content": "MAXTOK"}]
+        )
+        assert completion.choices[0].finish_reason == "length"
+        text = completion.choices[0].message.content or ""
+    assert text.startswith("MOCK reply to: MAXTOK")
+
+
+async def test_usage_ledger_counts_each_turn_once(daemon: Daemon) -> None:
+    client = daemon.client()
+    headers = {"X-Conversation-Id": "ledger"}
+    for text in ("one", "two", "three"):
+        await client.chat.completions.create(
+            model="sonnet", messages=[{"role": "user", "content": text}], extra_headers=headers
+        )
+    store = daemon.engine.store
+    for _ in range(100):  # each turn's ledger row is written once its CLI has exited
+        usage = await store.usage("http:open:ledger")
+        if usage.turns == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert usage.turns == 3
+    assert usage.prompt_tokens == 3 * (INPUT_TOKENS + CACHE_READ_TOKENS + CACHE_WRITE_TOKENS)
+    costs = [row[0] for row in await (await store.db.execute("SELECT cost_usd FROM turns ORDER BY id")).fetchall()]
+    assert costs[0] > 0 and costs[0] == pytest.approx(costs[1]) == pytest.approx(costs[2]), (
+        "a resumed session's running total is not the turn's cost"
+    )

@@ -119,3 +119,28 @@ async def test_help() -> None:
     for args in (["--help"], ["serve", "--help"], ["doctor", "--help"]):
         code, out, _ = await run(*args)
         assert code == 0 and "usage: claude-max" in out
+
+
+async def test_unusable_state_dir_is_a_clear_error(daemon_env: dict[str, str], tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    code, _, err = await run("serve", env={**daemon_env, "STATE_DIR": str(blocked / "state")})
+    assert code == 1 and "Traceback" not in err
+    assert "CLAUDE_WORKDIR" in err or "STATE_DIR" in err
+
+
+async def test_doctor_recognises_its_own_running_daemon(
+    serve: asyncio.subprocess.Process, daemon_env: dict[str, str]
+) -> None:
+    code, out, _ = await run("doctor", env=daemon_env)
+    assert code == 0, out
+    assert f"served by a running claude-max (pid {serve.pid}" in out
+
+
+async def test_doctor_names_who_holds_the_port(daemon_env: dict[str, str]) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", int(daemon_env["PROXY_PORT"])))
+        holder.listen()
+        code, out, _ = await run("doctor", env=daemon_env)
+    assert code == 1
+    assert f"held by pid {os.getpid()}" in out

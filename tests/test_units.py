@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import sqlite3
 from pathlib import Path
 
@@ -188,7 +189,7 @@ PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 20).decode()
         ("https://example.com/cat.png", "not fetched"),
         ("data:image/bmp;base64,Qk0=", "not supported"),
         ("data:image/png;base64,@@@@", "not valid"),
-        (f"data:image/jpeg;base64,{PNG}", "not a image/jpeg image"),
+        (f"data:image/jpeg;base64,{PNG}", "not a valid JPEG image"),
         ("data:image/png;base64," + "A" * (8 * 1024 * 1024), "at most 5 MB"),
     ],
 )
@@ -243,3 +244,29 @@ async def test_store_refuses_a_corrupt_file(tmp_path: Path) -> None:
         await SessionStore(tmp_path).open()
     assert "sessions.sqlite3" in str(caught.value)
     assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
+
+
+@pytest.mark.parametrize(
+    ("value", "enabled"), [("1", True), ("yes", True), ("0", False), ("false", False), ("", False)]
+)
+def test_debug_values(monkeypatch: pytest.MonkeyPatch, value: str, enabled: bool) -> None:
+    monkeypatch.setenv("DEBUG", value)
+    assert load_settings(_env_file=None).debug_enabled is enabled
+
+
+def test_dotted_model_versions() -> None:
+    assert resolve_model("claude-sonnet-4.5") == "claude-sonnet-4-5"
+    assert resolve_model("claude-3.5-haiku-20241022") == "claude-3-5-haiku-20241022"
+
+
+def test_env_file_reaches_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("CLAUDE_CODE_OAUTH_TOKEN=from-the-file\nIS_SANDBOX=1\nPROXY_PORT=4001\nEMPTY=\n")
+    monkeypatch.delenv("CLAUDE_CODE_OAUTH_TOKEN", raising=False)
+    monkeypatch.setenv("IS_SANDBOX", "from-the-environment")
+    monkeypatch.setenv("CLAUDECODE", "1")
+    child = load_settings(_env_file=env_file).child_environment()
+    assert child["CLAUDE_CODE_OAUTH_TOKEN"] == "from-the-file"
+    assert child["IS_SANDBOX"] == "from-the-environment", "the daemon's environment wins, as for settings"
+    assert "CLAUDECODE" not in child and "EMPTY" not in child
+    assert child["PATH"] == os.environ["PATH"]

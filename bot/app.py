@@ -1,0 +1,322 @@
+"""The Telegram bot: handlers, access control, and its life inside the daemon's event loop.
+
+Handlers only queue work and answer commands; turns run in each chat's own worker, so
+a /stop is handled at once even while a turn runs, and shutdown never waits on a turn.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from telegram import BotCommand, Update
+from telegram.constants import ChatType
+from telegram.error import InvalidToken, TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    ApplicationHandlerStop,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from bot.calls import send
+from bot.chat import ChatSession, Job, conversation_key
+from bot.progress import STOP_DATA, format_duration
+from bot.uploads import UploadRefused, check_size, upload_path
+from core.config import Settings
+from core.engine import Engine, Turn
+from core.errors import ActivityTimeout, SessionNotFound, TurnFailed
+from core.models import UnknownModel, listed_models, resolve_model
+
+log = logging.getLogger("bot.app")
+
+Context = ContextTypes.DEFAULT_TYPE
+
+COMMANDS = [
+    BotCommand("new", "Start a fresh Claude session"),
+    BotCommand("stop", "Stop the running turn"),
+    BotCommand("status", "Session, model, running turn, usage"),
+    BotCommand("model", "Show or set this chat's model"),
+    BotCommand("help", "What this bot does"),
+    BotCommand("start", "Say hello"),
+]
+
+HELP = (
+    "I pass your messages to Claude Code on the owner's machine and send back its answers.\n\n"
+    "Each chat keeps its own session, across messages and restarts. While Claude works you see "
+    "which tools it runs; press Stop or send /stop to cancel. Photos and documents are saved in "
+    "the working directory and Claude is told where.\n\n"
+    "/new – start a fresh session\n/stop – stop the running turn\n/status – session, model, usage\n"
+    "/model [name] – show or set the model (opus, sonnet, haiku, or a full id)\n/help – this text"
+)
+
+
+class ClaudeBot:
+    """The bot on a shared engine. `start()` and `stop()` fit inside another server's event loop."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        assert settings.telegram_bot_token is not None
+        self.settings = settings
+        self.engine = engine
+        self.chats: dict[int, ChatSession] = {}
+        self._told_strangers: set[int] = set()
+        root = settings.telegram_api_url.rstrip("/")
+        self.application: Application = (  # type: ignore[type-arg]
+            ApplicationBuilder()
+            .token(settings.telegram_bot_token.get_secret_value())
+            .base_url(f"{root}/bot")
+            .base_file_url(f"{root}/file/bot")
+            .concurrent_updates(True)
+            .rate_limiter(AIORateLimiter(max_retries=0))
+            .build()
+        )
+        self._register()
+        self.started = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> bool:
+        """Connect and start polling; False (and a log line) when Telegram refuses the token or is unreachable."""
+        app = self.application
+        try:
+            await app.initialize()
+        except InvalidToken:
+            log.error("telegram_disabled reason=invalid_token hint=check TELEGRAM_BOT_TOKEN")
+            return False
+        except TelegramError as exc:
+            log.error("telegram_disabled reason=%s", exc)
+            return False
+        await send("set_my_commands", lambda: app.bot.set_my_commands(COMMANDS))
+        assert app.updater is not None
+        await app.updater.start_polling(
+            poll_interval=0, timeout=10, allowed_updates=["message", "callback_query"],
+            error_callback=lambda exc: log.warning("telegram_polling_error error=%s", exc),
+        )  # fmt: skip
+        await app.start()
+        self.engine.on_turn_end(self._alert_http_failure)
+        self.started = True
+        log.info(
+            "telegram_started bot=@%s allowed_users=%d", app.bot.username, len(self.settings.telegram_allowed_users)
+        )
+        return True
+
+    async def stop_polling(self) -> None:
+        if self.started and self.application.updater is not None and self.application.updater.running:
+            await self.application.updater.stop()
+
+    async def stop(self) -> None:
+        """Stop polling, stop every chat's turn (telling the chat), and shut the application down."""
+        if not self.started:
+            return
+        await self.stop_polling()
+        for chat in list(self.chats.values()):
+            await chat.close()
+        await self.application.stop()
+        await self.application.shutdown()
+        self.started = False
+        log.info("telegram_stopped")
+
+    # -- handlers --------------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        app = self.application
+        app.add_handler(TypeHandler(Update, self._gate), group=-1)
+        app.add_handler(CommandHandler("start", self._help))
+        app.add_handler(CommandHandler("help", self._help))
+        app.add_handler(CommandHandler("new", self._new))
+        app.add_handler(CommandHandler("stop", self._stop))
+        app.add_handler(CommandHandler("status", self._status))
+        app.add_handler(CommandHandler("model", self._model))
+        app.add_handler(CallbackQueryHandler(self._button))
+        app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, self._file))
+        app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self._text))
+        app.add_handler(MessageHandler(filters.COMMAND, self._unknown_command))
+        app.add_handler(MessageHandler(filters.ALL, self._unsupported))
+        app.add_error_handler(self._error)
+
+    async def _gate(self, update: object, context: Context) -> None:
+        """Only allowed users get past; anyone else learns their id once, and nothing is kept."""
+        if not isinstance(update, Update):
+            raise ApplicationHandlerStop
+        user = update.effective_user
+        if user is not None and user.id in self.settings.telegram_allowed_users:
+            return
+        if update.callback_query is not None:
+            await send("answer_callback", lambda: update.callback_query.answer("Not allowed."))  # type: ignore[union-attr]
+        elif update.effective_message is not None and user is not None and user.id not in self._told_strangers:
+            self._told_strangers.add(user.id)
+            message = update.effective_message
+            await send(
+                "stranger",
+                lambda: message.reply_text(
+                    f"Sorry, this bot is private. Your Telegram user id is {user.id}. "
+                    "The owner can allow you by adding it to TELEGRAM_ALLOWED_USERS."
+                ),
+            )
+        log.info("telegram_refused user=%s", user.id if user else None)
+        raise ApplicationHandlerStop
+
+    def _chat(self, update: Update) -> ChatSession:
+        chat = update.effective_chat
+        assert chat is not None
+        session = self.chats.get(chat.id)
+        if session is None:
+            session = ChatSession(
+                chat.id, private=chat.type == ChatType.PRIVATE, bot=self.application.bot,
+                engine=self.engine, settings=self.settings,
+            )  # fmt: skip
+            self.chats[chat.id] = session
+        return session
+
+    async def _reply(self, update: Update, text: str) -> None:
+        message = update.effective_message
+        if message is not None:
+            await send("reply", lambda: message.reply_text(text))
+
+    async def _help(self, update: Update, context: Context) -> None:
+        await self._reply(update, HELP)
+
+    async def _queue(self, update: Update, prompt: str) -> None:
+        message = update.effective_message
+        chat = self._chat(update)
+        ahead = chat.submit(Job(prompt, message.message_id if message else None))
+        if ahead == 1 and chat.busy:
+            await self._reply(update, "📥 Queued: I will answer this after the current turn (/stop cancels).")
+
+    async def _text(self, update: Update, context: Context) -> None:
+        message = update.effective_message
+        if message is None or not (message.text or "").strip():
+            return
+        await self._queue(update, message.text or "")
+
+    async def _file(self, update: Update, context: Context) -> None:
+        message = update.effective_message
+        chat = update.effective_chat
+        if message is None or chat is None:
+            return
+        if message.document is not None:
+            item: Any = message.document
+            name, kind = message.document.file_name, "file"
+        else:
+            item, name, kind = message.photo[-1], "photo.jpg", "photo"
+        try:
+            check_size(item.file_size, self.settings.telegram_max_file_mb)
+            path = upload_path(self.settings.workdir, chat.id, name, default=kind)
+            telegram_file = await item.get_file()
+            await telegram_file.download_to_drive(path)
+        except UploadRefused as exc:
+            await self._reply(update, f"⚠️ I could not take that {kind}: {exc}")
+            return
+        except TelegramError as exc:
+            await self._reply(update, f"⚠️ I could not download that {kind}: {exc.message}")
+            return
+        log.info("telegram_upload chat=%s path=%s bytes=%s", chat.id, path, path.stat().st_size)
+        note = f"[The user sent a {kind}, saved at {path}]"
+        caption = (message.caption or "").strip()
+        await self._queue(update, f"{caption}\n\n{note}" if caption else f"{note}\nLook at it and tell me what it is.")
+
+    async def _stop(self, update: Update, context: Context) -> None:
+        ran, dropped = await self._chat(update).stop()
+        if not ran:
+            await self._reply(update, "Nothing is running.")
+            return
+        await self._reply(update, "⏹ Stopping." + (f" Dropped {dropped} queued message(s)." if dropped else ""))
+
+    async def _button(self, update: Update, context: Context) -> None:
+        query = update.callback_query
+        assert query is not None
+        if query.data != STOP_DATA:
+            await send("answer_callback", lambda: query.answer())
+            return
+        ran, _ = await self._chat(update).stop()
+        await send("answer_callback", lambda: query.answer("Stopping…" if ran else "Nothing is running."))
+
+    async def _new(self, update: Update, context: Context) -> None:
+        chat = self._chat(update)
+        ran, _ = await chat.stop()
+        forgot = await self.engine.store.forget(chat.key)
+        text = "🆕 Fresh session: Claude no longer sees this chat's earlier messages."
+        if ran:
+            text = "⏹ Stopped the running turn. " + text
+        elif not forgot:
+            text = "🆕 This chat has no session yet; your next message starts one."
+        await self._reply(update, text)
+
+    async def _model(self, update: Update, context: Context) -> None:
+        key = conversation_key(self._chat(update).chat_id)
+        store = self.engine.store
+        if not context.args:
+            current = await store.preferred_model(key)
+            shown = current or self.settings.default_model or "the CLI's default"
+            choices = ", ".join(listed_models(self.settings.model_aliases))
+            await self._reply(update, f"Model: {shown}.\nSet one with /model <name>: {choices}, or a full id.")
+            return
+        name = context.args[0]
+        if name.lower() == "default":
+            await store.set_preferred_model(key, None)
+            await self._reply(update, "Model reset to the default.")
+            return
+        try:
+            model = resolve_model(name, aliases=self.settings.model_aliases)
+        except UnknownModel:
+            await self._reply(update, f"⚠️ Unknown model {name!r}. Try opus, sonnet or haiku.")
+            return
+        await store.set_preferred_model(key, model)
+        await self._reply(update, f"Model set to {model} for this chat, from the next message on.")
+
+    async def _status(self, update: Update, context: Context) -> None:
+        chat = self._chat(update)
+        store = self.engine.store
+        record = await store.get(chat.key)
+        usage = await store.usage(chat.key)
+        model = await store.preferred_model(chat.key) or (record.model if record else "") or "default"
+        lines = [
+            f"Session: {record.session_id[:8]}… ({record.turns} turns)" if record else "Session: none yet",
+            f"Model: {model}",
+        ]
+        progress = chat.progress
+        if chat.busy and progress is not None:
+            last = progress.tools[-1] if progress.tools else "thinking"
+            lines.append(f"Running: {format_duration(progress.elapsed)}, last: {last}")
+        else:
+            lines.append("Running: nothing")
+        if chat.jobs:
+            lines.append(f"Queued: {len(chat.jobs)}")
+        lines.append(
+            f"Usage: {usage.turns} turns, {usage.prompt_tokens:,} tokens in, {usage.completion_tokens:,} out, "
+            f"${usage.cost_usd:.4f}"
+        )
+        await self._reply(update, "\n".join(lines))
+
+    async def _unknown_command(self, update: Update, context: Context) -> None:
+        await self._reply(update, "Unknown command. /help lists what I understand.")
+
+    async def _unsupported(self, update: Update, context: Context) -> None:
+        await self._reply(update, "I can read text, photos and documents.")
+
+    async def _error(self, update: object, context: Context) -> None:
+        log.error("telegram_handler_error update=%s", type(update).__name__, exc_info=context.error)
+
+    # -- alerts for work started over HTTP ----------------------------------------------------------
+
+    async def _alert_http_failure(self, turn: Turn, error: BaseException | None) -> None:
+        notify = self.settings.telegram_notify_id
+        if notify is None or turn.request.face != "http":
+            return
+        if isinstance(error, ActivityTimeout):
+            text = (
+                f"⏱ An HTTP turn was stopped: Claude Code printed nothing for {format_duration(error.idle_seconds)} "
+                f"(last: {error.last_activity}), {format_duration(turn.elapsed)} into the turn.\n"
+                f"Conversation {turn.key}, model {turn.model_reported or turn.model or 'default'}."
+            )
+        elif isinstance(error, TurnFailed) and not isinstance(error, SessionNotFound):
+            text = f"⚠️ An HTTP turn failed: {error.message}\nConversation {turn.key}."
+        else:
+            return
+        await send("alert", lambda: self.application.bot.send_message(notify, text))

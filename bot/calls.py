@@ -1,0 +1,65 @@
+"""Calling Telegram without letting its errors reach a turn.
+
+`send()` retries what is worth retrying (network errors, and flood control after the
+`retry_after` Telegram asks for) and gives up quietly on what is not (the message to
+edit is gone, the user blocked the bot, ...). Every failure is logged, never raised.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
+
+log = logging.getLogger("bot.calls")
+
+T = TypeVar("T")
+
+MAX_FLOOD_WAIT = 120.0  # never wait longer than this for one call
+
+
+def retry_after_seconds(error: RetryAfter) -> float:
+    value = error.retry_after
+    return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
+
+
+def is_not_modified(error: TelegramError) -> bool:
+    return "not modified" in error.message.lower()
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    if isinstance(error, RetryAfter):
+        return retry_after_seconds(error) <= MAX_FLOOD_WAIT
+    return isinstance(error, NetworkError) and not isinstance(error, BadRequest)
+
+
+_backoff = wait_exponential(multiplier=0.5, max=8)
+
+
+def _wait(state: RetryCallState) -> float:
+    error = state.outcome.exception() if state.outcome else None
+    if isinstance(error, RetryAfter):
+        return retry_after_seconds(error) + 0.1
+    return _backoff(state)
+
+
+async def send(what: str, call: Callable[[], Awaitable[T]], *, attempts: int = 4) -> T | None:
+    """Run one Bot API call with retries; None if it failed for good."""
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_worth_retrying), wait=_wait, stop=stop_after_attempt(attempts), reraise=True
+        ):
+            with attempt:
+                return await call()
+    except BadRequest as exc:
+        if not is_not_modified(exc):
+            log.warning("telegram_refused call=%s error=%s", what, exc.message)
+    except Forbidden as exc:
+        log.warning("telegram_forbidden call=%s error=%s", what, exc.message)
+    except TelegramError as exc:
+        log.warning("telegram_failed call=%s error=%s", what, exc.message)
+    return None

@@ -1,0 +1,199 @@
+"""One Telegram chat: its queue of messages and the turn that runs for it, one at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from telegram import Bot
+
+from bot.calls import send
+from bot.progress import Progress, format_duration
+from bot.render import render
+from core.answer import AnswerDelta
+from core.config import Settings
+from core.engine import SHUTDOWN_REASON, Engine, Turn, TurnRequest
+from core.errors import ActivityTimeout, CLIUnavailable, EngineError, Saturated, TurnCancelled, UpstreamError
+from core.events import ToolStart
+
+log = logging.getLogger("bot.chat")
+
+STOPPED_BY_USER = "stopped by the user"
+SLOT_RETRY_EVERY = 2.0
+
+
+def conversation_key(chat_id: int) -> str:
+    return f"tg:{chat_id}"
+
+
+@dataclass(frozen=True)
+class Job:
+    prompt: str
+    message_id: int | None
+
+
+def failure_text(error: EngineError, progress: Progress) -> str:
+    """What the chat is told when a turn fails."""
+    if isinstance(error, ActivityTimeout):
+        last = progress.tools[-1] if progress.tools else error.last_activity
+        return (
+            f"⏱ Stopped: Claude Code printed nothing for {format_duration(error.idle_seconds)} "
+            f"(last: {last}), {format_duration(progress.elapsed)} into the turn. "
+            "The conversation is kept: send a message to go on."
+        )
+    if isinstance(error, TurnCancelled):
+        if error.message == SHUTDOWN_REASON:
+            return "⏹ Stopped: the daemon is shutting down. Send your message again once it is back."
+        return "⏹ Stopped. The conversation is kept: send a message to go on."
+    if isinstance(error, CLIUnavailable):
+        return f"⚠️ Claude Code cannot run here: {error.message}"
+    if isinstance(error, UpstreamError):
+        if error.status == 429:
+            return f"⚠️ Anthropic is rate limiting this account: {error.message}"
+        return f"⚠️ The Anthropic API failed: {error.message}"
+    return f"⚠️ Claude Code failed: {error.message}"
+
+
+def summary_line(progress: Progress, cost: float | None, outcome: str) -> str:
+    counts = collections.Counter(line.split(":")[0].split(" ", 1)[-1] for line in progress.tools)
+    tools = ", ".join(f"{name}×{n}" if n > 1 else name for name, n in counts.most_common())
+    parts = [outcome, format_duration(progress.elapsed)]
+    if progress.tool_count:
+        parts.append(f"{progress.tool_count} tool{'s' if progress.tool_count > 1 else ''} ({tools})")
+    if cost:
+        parts.append(f"${cost:.4f}")
+    return " · ".join(parts)
+
+
+class ChatSession:
+    def __init__(self, chat_id: int, *, private: bool, bot: Bot, engine: Engine, settings: Settings) -> None:
+        self.chat_id = chat_id
+        self.private = private
+        self.key = conversation_key(chat_id)
+        self._bot = bot
+        self._engine = engine
+        self._settings = settings
+        self.jobs: deque[Job] = deque()
+        self.current: Job | None = None
+        self.turn: Turn | None = None
+        self.progress: Progress | None = None
+        self._stop_reason: str | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.current is not None
+
+    def submit(self, job: Job) -> int:
+        """Queue a message; returns how many turns run before it (0: it starts now)."""
+        ahead = len(self.jobs) + (1 if self.busy else 0)
+        self.jobs.append(job)
+        if self.progress is not None:
+            self.progress.queued = len(self.jobs)
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._work())
+        return ahead
+
+    async def stop(self, reason: str = STOPPED_BY_USER) -> tuple[bool, int]:
+        """Cancel the running turn and drop the queue; returns (whether a turn ran, messages dropped)."""
+        dropped = len(self.jobs)
+        self.jobs.clear()
+        if self.current is None:
+            return False, dropped
+        self._stop_reason = reason
+        if self.turn is not None:
+            await self.turn.cancel(reason)
+        return True, dropped
+
+    async def close(self) -> None:
+        await self.stop(SHUTDOWN_REASON)
+        if self._worker is not None:
+            try:
+                async with asyncio.timeout(self._settings.kill_grace + 5):
+                    await asyncio.shield(self._worker)
+            except TimeoutError:
+                self._worker.cancel()
+
+    async def _work(self) -> None:
+        while self.jobs:
+            job = self.jobs.popleft()
+            self.current, self._stop_reason = job, None
+            try:
+                await self._run(job)
+            except Exception:
+                log.exception("chat_turn_crashed chat=%s", self.chat_id)
+            finally:
+                self.current = None
+
+    async def _run(self, job: Job) -> None:
+        progress = Progress(self._bot, self.chat_id, self._settings.telegram_edit_interval, self.private,
+                            reply_to=job.message_id, queued=len(self.jobs))  # fmt: skip
+        self.progress = progress
+        await progress.start()
+        model = await self._engine.store.preferred_model(self.key) or ""
+        request = TurnRequest(prompt_for=lambda _: job.prompt, key=self.key, model=model, face="telegram")
+        summary = "⚠️ Failed"
+        try:
+            turn = await self._run_turn(request, progress)
+            result = turn.result
+            await self.deliver(turn.answer.text, reply_to=job.message_id)
+            summary = summary_line(progress, result.cost_usd if result else None, "✅ Done")
+        except EngineError as exc:
+            error = exc
+            if self._stop_reason is not None and not isinstance(exc, TurnCancelled):
+                error = TurnCancelled(self._stop_reason)  # the stop killed it, whatever the CLI said
+            if isinstance(error, TurnCancelled):
+                outcome = "⏹ Stopped"
+            elif isinstance(error, ActivityTimeout):
+                outcome = "⏱ Timed out"
+            else:
+                outcome = "⚠️ Failed"
+            summary = summary_line(progress, None, outcome)
+            text = failure_text(error, progress)
+            await send("failure", lambda: self._bot.send_message(self.chat_id, text))
+        finally:
+            self.turn = None
+            self.progress = None
+            await progress.finish(summary)
+
+    async def _run_turn(self, request: TurnRequest, progress: Progress) -> Turn:
+        while True:
+            if self._stop_reason is not None:
+                raise TurnCancelled(self._stop_reason)
+            try:
+                async with self._engine.turn(request) as turn:
+                    self.turn = turn
+                    if self._stop_reason is not None:
+                        await turn.cancel(self._stop_reason)
+                    async for event in turn:
+                        if isinstance(event, ToolStart) and event.parent_tool_use_id is None:
+                            progress.tool(event.name, event.input)
+                        elif isinstance(event, AnswerDelta):
+                            progress.answer = turn.answer.text
+                return turn
+            except Saturated:
+                if not progress.tools or progress.tools[-1] != "⏳ waiting for a free Claude Code slot":
+                    progress.tools.append("⏳ waiting for a free Claude Code slot")
+                await asyncio.sleep(SLOT_RETRY_EVERY)
+
+    async def deliver(self, answer: str, reply_to: int | None = None) -> None:
+        """Send the answer as Telegram messages; plain text where entities are refused."""
+        chunks = render(answer)
+        if not chunks:
+            await send(
+                "answer", lambda: self._bot.send_message(self.chat_id, "(Claude finished without a text answer.)")
+            )
+            return
+        for index, chunk in enumerate(chunks):
+            reply = {"reply_to_message_id": reply_to, "allow_sending_without_reply": True} if index == 0 else {}
+            sent = await send(
+                "answer",
+                lambda chunk=chunk, reply=reply: self._bot.send_message(
+                    self.chat_id, chunk.text, entities=chunk.entities, **reply
+                ),
+            )
+            if sent is None:
+                await send("answer_plain", lambda chunk=chunk: self._bot.send_message(self.chat_id, chunk.text))

@@ -1,0 +1,190 @@
+"""What the chat sees while a turn runs: one status message, a typing indicator, a draft.
+
+The status message lists the tools Claude runs and how long the turn has taken, with a
+Stop button. It is edited at most every `interval` seconds and never with the text it
+already has; flood control pauses the edits (the final answer does not depend on them).
+In private chats the answer streams as a draft (sendMessageDraft); where drafts fail,
+the status message shows the end of the answer so far instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
+from telegram.constants import ChatAction
+from telegram.error import BadRequest, RetryAfter, TelegramError
+
+from bot.calls import is_not_modified, retry_after_seconds, send
+
+log = logging.getLogger("bot.progress")
+
+STOP_DATA = "stop"
+TYPING_EVERY = 4.0
+DRAFT_EVERY = 1.0
+SHOWN_TOOLS = 6
+PREVIEW_CHARS = 600
+_draft_ids = itertools.count(1)
+
+_SECRETS = re.compile(r"(?i)(bearer\s+|(?:token|key|secret|password)[=:]\s*)\S+|sk-[A-Za-z0-9_-]{8,}")
+_TOOL_ICONS = {"Bash": "💻", "Read": "📄", "Edit": "✏️", "Write": "📝", "Grep": "🔎", "Glob": "🔎", "WebFetch": "🌐",
+               "WebSearch": "🌐", "Task": "🤖", "Agent": "🤖", "TodoWrite": "📋"}  # fmt: skip
+_TOOL_FIELDS = ("command", "file_path", "notebook_path", "path", "pattern", "url", "query", "description", "prompt")
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def describe_tool(name: str, tool_input: dict[str, Any], limit: int = 80) -> str:
+    """A one-line, shortened, secret-masked summary of a tool call: the command, the file, the query."""
+    detail = ""
+    for key in _TOOL_FIELDS:
+        value = tool_input.get(key)
+        if isinstance(value, str) and value.strip():
+            detail = value
+            break
+    detail = _SECRETS.sub(lambda m: (m.group(1) or "") + "***", " ".join(detail.split()))
+    if len(detail) > limit:
+        detail = detail[: limit - 1] + "…"
+    icon = _TOOL_ICONS.get(name, "🔧")
+    return f"{icon} {name}: {detail}" if detail else f"{icon} {name}"
+
+
+def stop_keyboard() -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton("⏹ Stop", callback_data=STOP_DATA)]])
+
+
+@dataclass
+class Progress:
+    """The live state of a turn as shown in its chat."""
+
+    bot: Bot
+    chat_id: int
+    interval: float
+    private: bool
+    reply_to: int | None = None
+    started: float = field(default_factory=time.monotonic)
+    tools: list[str] = field(default_factory=list)
+    tool_count: int = 0
+    queued: int = 0
+    answer: str = ""
+    message_id: int | None = None
+    drafts: bool = True
+    _shown: str = ""
+    _last_edit: float = 0.0
+    _paused_until: float = 0.0
+    _draft_id: int = field(default_factory=lambda: next(_draft_ids))
+    _draft_shown: str = ""
+    _task: asyncio.Task[None] | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def tool(self, name: str, tool_input: dict[str, Any]) -> None:
+        self.tool_count += 1
+        self.tools.append(describe_tool(name, tool_input))
+
+    def render(self) -> str:
+        lines = [f"⏳ Working · {format_duration(self.elapsed)}"]
+        hidden = len(self.tools) - SHOWN_TOOLS
+        if hidden > 0:
+            lines.append(f"… {hidden} earlier step{'s' if hidden > 1 else ''}")
+        lines += self.tools[-SHOWN_TOOLS:]
+        if self.queued:
+            lines.append(f"📥 {self.queued} message{'s' if self.queued > 1 else ''} queued")
+        if self.answer and not (self.private and self.drafts):
+            tail = self.answer[-PREVIEW_CHARS:]
+            lines += ["", ("…" if len(self.answer) > PREVIEW_CHARS else "") + tail]
+        return "\n".join(lines)
+
+    async def start(self) -> None:
+        message = await send(
+            "status",
+            lambda: self.bot.send_message(
+                self.chat_id, self.render(), reply_markup=stop_keyboard(),
+                reply_to_message_id=self.reply_to, allow_sending_without_reply=True,
+            ),
+        )  # fmt: skip
+        if message is not None:
+            self.message_id = message.message_id
+            self._shown = message.text or ""
+            self._last_edit = time.monotonic()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        last_typing = 0.0
+        while True:
+            now = time.monotonic()
+            if now - last_typing >= TYPING_EVERY:
+                last_typing = now
+                with contextlib.suppress(TelegramError):
+                    await self.bot.send_chat_action(self.chat_id, ChatAction.TYPING)
+            if self.private and self.drafts and self.answer:
+                await self._draft()
+            if now - self._last_edit >= self.interval:
+                await self._edit(self.render(), stop_keyboard())
+            await asyncio.sleep(min(DRAFT_EVERY, self.interval))
+
+    async def _draft(self) -> None:
+        text = self.answer[-4000:]
+        if text == self._draft_shown:
+            return
+        try:
+            await self.bot.send_message_draft(self.chat_id, self._draft_id, text=text)
+            self._draft_shown = text
+        except TelegramError as exc:  # any failure: fall back to the preview in the status message
+            log.info("draft_unavailable chat=%s error=%s", self.chat_id, exc)
+            self.drafts = False
+
+    async def _edit(self, text: str, markup: InlineKeyboardMarkup | None, *, final: bool = False) -> bool:
+        now = time.monotonic()
+        if self.message_id is None or (not final and now < self._paused_until):
+            return False
+        if text.rstrip() == self._shown.rstrip() and not final:
+            return False
+        self._last_edit = now
+        try:
+            await self.bot.edit_message_text(text, self.chat_id, self.message_id, reply_markup=markup)
+            self._shown = text
+            return True
+        except RetryAfter as exc:
+            self._paused_until = now + retry_after_seconds(exc)
+            log.info("status_edit_flood chat=%s retry_after=%.0f", self.chat_id, retry_after_seconds(exc))
+        except BadRequest as exc:
+            if not is_not_modified(exc):  # the message is gone or cannot be edited: stop editing it
+                log.info("status_edit_refused chat=%s error=%s", self.chat_id, exc.message)
+                self.message_id = None
+        except TelegramError as exc:
+            log.info("status_edit_failed chat=%s error=%s", self.chat_id, exc)
+        return False
+
+    async def finish(self, summary: str) -> None:
+        """Stop updating, and turn the status message into a one-line summary."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.message_id is None:
+            return
+        wait = self._paused_until - time.monotonic()
+        if wait > 0:  # flood control: wait a little for the summary, but never hold the next turn long
+            await asyncio.sleep(min(wait, 5))
+        if not await self._edit(summary, None, final=True) and self.message_id is not None:
+            message_id = self.message_id
+            await send("status_summary", lambda: self.bot.edit_message_text(summary, self.chat_id, message_id))
