@@ -222,11 +222,13 @@ class ClaudeBot:
         await self._queue(update, f"{caption}\n\n{note}" if caption else f"{note}\nLook at it and tell me what it is.")
 
     async def _stop(self, update: Update, context: Context) -> None:
-        ran, dropped = await self._chat(update).stop()
-        if not ran:
-            await self._reply(update, "Nothing is running.")
-            return
-        await self._reply(update, "⏹ Stopping." + (f" Dropped {dropped} queued message(s)." if dropped else ""))
+        state, dropped = self._chat(update).stop()
+        text = {"idle": "Nothing is running.", "already stopping": "Already stopping.", "stopping": "⏹ Stopping."}[
+            state
+        ]
+        if dropped:
+            text += f" Dropped {dropped} queued message{'s' if dropped > 1 else ''}."
+        await self._reply(update, text)
 
     async def _button(self, update: Update, context: Context) -> None:
         query = update.callback_query
@@ -234,15 +236,16 @@ class ClaudeBot:
         if query.data != STOP_DATA:
             await send("answer_callback", lambda: query.answer())
             return
-        ran, _ = await self._chat(update).stop()
-        await send("answer_callback", lambda: query.answer("Stopping…" if ran else "Nothing is running."))
+        state, _ = self._chat(update).stop()
+        text = {"idle": "Nothing is running.", "already stopping": "Already stopping.", "stopping": "Stopping…"}[state]
+        await send("answer_callback", lambda: query.answer(text))
 
     async def _new(self, update: Update, context: Context) -> None:
         chat = self._chat(update)
-        ran, _ = await chat.stop()
+        state, _ = chat.stop()
         forgot = await self.engine.store.forget(chat.key)
         text = "🆕 Fresh session: Claude no longer sees this chat's earlier messages."
-        if ran:
+        if state != "idle":
             text = "⏹ Stopped the running turn. " + text
         elif not forgot:
             text = "🆕 This chat has no session yet; your next message starts one."

@@ -82,6 +82,7 @@ class ChatSession:
         self.progress: Progress | None = None
         self._stop_reason: str | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._cancelling: asyncio.Task[None] | None = None
 
     @property
     def busy(self) -> bool:
@@ -97,19 +98,26 @@ class ChatSession:
             self._worker = asyncio.create_task(self._work())
         return ahead
 
-    async def stop(self, reason: str = STOPPED_BY_USER) -> tuple[bool, int]:
-        """Cancel the running turn and drop the queue; returns (whether a turn ran, messages dropped)."""
+    def stop(self, reason: str = STOPPED_BY_USER) -> tuple[str, int]:
+        """Cancel the running turn and drop the queue, without waiting.
+
+        Returns what happened ("stopping", "already stopping" or "idle") and how many queued
+        messages were dropped. The turn's process group is killed in the background; the
+        worker then tells the chat.
+        """
         dropped = len(self.jobs)
         self.jobs.clear()
         if self.current is None:
-            return False, dropped
+            return "idle", dropped
+        if self._stop_reason is not None:
+            return "already stopping", dropped
         self._stop_reason = reason
         if self.turn is not None:
-            await self.turn.cancel(reason)
-        return True, dropped
+            self._cancelling = asyncio.create_task(self.turn.cancel(reason))
+        return "stopping", dropped
 
     async def close(self) -> None:
-        await self.stop(SHUTDOWN_REASON)
+        self.stop(SHUTDOWN_REASON)
         if self._worker is not None:
             try:
                 async with asyncio.timeout(self._settings.kill_grace + 5):
@@ -166,8 +174,8 @@ class ChatSession:
             try:
                 async with self._engine.turn(request) as turn:
                     self.turn = turn
-                    if self._stop_reason is not None:
-                        await turn.cancel(self._stop_reason)
+                    if self._stop_reason is not None:  # stopped while waiting for the CLI to start
+                        self._cancelling = asyncio.create_task(turn.cancel(self._stop_reason))
                     async for event in turn:
                         if isinstance(event, ToolStart) and event.parent_tool_use_id is None:
                             progress.tool(event.name, event.input)

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     telegram_allowed_users: Annotated[list[int], NoDecode] = Field(default_factory=list)
     telegram_notify_id: int | None = None
     telegram_api_url: str = "https://api.telegram.org"
+    telegram_edit_interval: float = Field(default=2.5, ge=0.5)
+    telegram_max_file_mb: float = Field(default=20.0, gt=0)
 
     activity_timeout: float = Field(default=600.0, gt=0)
     max_concurrent: int = Field(default=4, ge=1, le=256)

@@ -166,20 +166,6 @@ class Engine:
         return task
 
     async def _turn_ended(self, turn: Turn, error: BaseException | None) -> None:
-        result = turn.result
-        if result is not None and self.store.is_open:
-            usage = result.usage
-            try:
-                await self.store.add_turn(
-                    LedgerEntry(
-                        key=turn.key, face=turn.request.face, model=turn.model_reported or turn.model or "default",
-                        duration_ms=int(turn.elapsed * 1000), prompt_tokens=usage.prompt_tokens,
-                        completion_tokens=usage.output_tokens, cached_tokens=usage.cache_read_tokens,
-                        cost_usd=result.cost_usd, outcome=turn.outcome,
-                    )
-                )  # fmt: skip
-            except Exception:
-                log.exception("ledger_write_failed conversation=%s", turn.key)
         for listener in self._listeners:
             try:
                 await listener(turn, error)
@@ -398,33 +384,18 @@ class Turn:
             process.note(f"API error {event.status}")
 
     async def _finish(self, result: Result) -> None:
-        """Check the CLI's verdict; record the session only when it succeeded."""
+        """Check the CLI's verdict, account for the turn, and record the session only when it succeeded."""
         self.result = result
         self.session_id = result.session_id or self.session_id
         if any("No conversation found" in error for error in result.errors):
             raise SessionNotFound("; ".join(result.errors), session_id=self.session_id)
-        truncated = result.api_error_kind == "max_output_tokens"  # an answer cut by the output limit, not a failure
-        if result.is_error and not truncated and (result.terminal_reason == "api_error" or result.api_error_status):
-            self.outcome = "upstream_error"
-            if result.api_error_status is None and any(m in result.text.lower() for m in _NOT_LOGGED_IN):
-                raise CLIUnavailable(f"the Claude Code CLI is not logged in: {result.text}", session_id=self.session_id)
-            raise UpstreamError(
-                result.text or "the Anthropic API failed",
-                status=result.api_error_status,
-                kind=result.api_error_kind,
-                session_id=self.session_id,
-            )
-        if result.is_error and not truncated and result.subtype != "error_max_turns":
-            self.outcome = "failed"
-            detail = "; ".join(result.errors) or result.text or result.subtype
-            raise TurnFailed(
-                f"the Claude Code CLI failed: {detail}",
-                session_id=self.session_id,
-                stderr=self._process.stderr_tail if self._process else "",
-            )
+        error = self._result_error(result)
+        self.outcome = error[0] if error else ("ok" if not result.is_error else result.subtype)
+        await self._account(result)
+        if error:
+            raise error[1]
         if not self.answer.text and result.text:
             self.answer.parts.append(result.text)
-        self.outcome = "ok" if not result.is_error else result.subtype
         request = self.request
         head = request.head_after(self.answer.text) if request.head_after else None
         await self._engine.store.record(
@@ -435,6 +406,40 @@ class Turn:
             head=head,
             context=request.context,
         )
+
+    def _result_error(self, result: Result) -> tuple[str, EngineError] | None:
+        """(outcome, error) when the result is a failure; an answer cut by a limit is not one."""
+        truncated = result.api_error_kind == "max_output_tokens"
+        if not result.is_error or truncated or result.subtype == "error_max_turns":
+            return None
+        if result.terminal_reason == "api_error" or result.api_error_status:
+            if result.api_error_status is None and any(m in result.text.lower() for m in _NOT_LOGGED_IN):
+                message = f"the Claude Code CLI is not logged in: {result.text}"
+                return "not_logged_in", CLIUnavailable(message, session_id=self.session_id)
+            error = UpstreamError(
+                result.text or "the Anthropic API failed",
+                status=result.api_error_status,
+                kind=result.api_error_kind,
+                session_id=self.session_id,
+            )
+            return "upstream_error", error
+        detail = "; ".join(result.errors) or result.text or result.subtype
+        stderr = self._process.stderr_tail if self._process else ""
+        return "failed", TurnFailed(f"the Claude Code CLI failed: {detail}", session_id=self.session_id, stderr=stderr)
+
+    async def _account(self, result: Result) -> None:
+        """The turn's tokens and cost in the ledger, as soon as the CLI reported them."""
+        usage = result.usage
+        entry = LedgerEntry(
+            key=self.key, face=self.request.face, model=self.model_reported or self.model or "default",
+            duration_ms=int(self.elapsed * 1000), prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.output_tokens, cached_tokens=usage.cache_read_tokens,
+            cost_usd=result.cost_usd, outcome=self.outcome,
+        )  # fmt: skip
+        try:
+            await self._engine.store.add_turn(entry)
+        except Exception:
+            log.exception("ledger_write_failed conversation=%s", self.key)
 
     def _exit_error(self, code: int | None, stderr: str) -> EngineError:
         self.outcome = "failed"

@@ -15,7 +15,7 @@ from core.engine import Engine
 from core.models import listed_models
 from proxy.chat import chat_completions
 from proxy.errors import error_middleware
-from proxy.keys import ENGINE, SETTINGS, get_engine
+from proxy.keys import BOT, ENGINE, SETTINGS, get_engine
 from proxy.schema import ModelCard, ModelList
 from proxy.security import auth_middleware, body_limit_middleware, origin_middleware
 
@@ -57,6 +57,24 @@ async def request_log_middleware(request: web.Request, handler: Handler) -> web.
         )  # fmt: skip
 
 
+def _add_bot(app: web.Application, settings: Settings) -> None:
+    """The Telegram bot, on the same loop and engine; it stops polling before turns are cancelled."""
+    from bot.app import ClaudeBot  # only when the bot is on: PTB takes a while to import
+
+    async def bot_context(app: web.Application) -> AsyncIterator[None]:
+        bot = ClaudeBot(settings, app[ENGINE])
+        app[BOT] = bot
+        await bot.start()
+        yield
+        await bot.stop()
+
+    async def stop_polling(app: web.Application) -> None:
+        await app[BOT].stop_polling()
+
+    app.cleanup_ctx.append(bot_context)
+    app.on_shutdown.append(stop_polling)
+
+
 def create_app(settings: Settings, engine: Engine | None = None) -> web.Application:
     """The daemon's HTTP application. Pass an engine to share one with other faces; otherwise one is built."""
     app = web.Application(
@@ -80,6 +98,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
         await app[ENGINE].shut_down()
 
     app.cleanup_ctx.append(engine_context)
+    if settings.telegram_bot_token is not None:
+        _add_bot(app, settings)
     app.on_shutdown.append(cancel_turns)
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)

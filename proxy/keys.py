@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from core.config import Settings
 from core.engine import Engine
 
+if TYPE_CHECKING:
+    from bot.app import ClaudeBot
+
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", Engine)
+BOT: web.AppKey[ClaudeBot] = web.AppKey("bot")
 SCOPE = web.RequestKey("scope", str)  # which API key's conversations this request may touch
 
 

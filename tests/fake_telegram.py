@@ -31,6 +31,8 @@ class Call:
     method: str
     params: dict[str, Any]
     at: float
+    status: int = 200
+    description: str = ""
 
 
 @dataclass
@@ -194,16 +196,20 @@ class FakeTelegram:
             return self.error(401, "Unauthorized")
         method = request.match_info["method"]
         params = await self._params(request)
+        call = Call(method, params, time.monotonic())
         if method != "getUpdates":
-            self.calls.append(Call(method, params, time.monotonic()))
+            self.calls.append(call)
         faults = self.faults.get(method)
         if faults:
             fault = faults.pop(0)
-            return self.error(fault.status, fault.description, fault.retry_after)
-        handler = getattr(self, f"_m_{method}", None)
-        if handler is None:
-            return self.ok(True)
-        return await handler(params)
+            response = self.error(fault.status, fault.description, fault.retry_after)
+        else:
+            handler = getattr(self, f"_m_{method}", None)
+            response = self.ok(True) if handler is None else await handler(params)
+        call.status = response.status
+        if response.status != 200:
+            call.description = json.loads(response.text or "{}").get("description", "")
+        return response
 
     async def _m_getMe(self, params: dict[str, Any]) -> web.Response:
         return self.ok(BOT_USER)

@@ -5,6 +5,7 @@ The reply is chosen by directives in the newest user text of the request:
 - default: ``MOCK reply to: <text>``, streamed a few characters per delta
 - ``USE_TOOL``: a Bash ``echo hi`` tool call first, then ``Tool said: <output>``
 - ``SLEEP_TOOL``: a Bash tool call that sleeps 300 s in python3 (to test killing tool children)
+- ``SLOW_TOOL``: a Bash tool call that takes 2 s, then prints ``hi``
 - ``ERR429`` / ``ERR500`` / ``ERR401`` / ``ERR400`` / ``ERR529``: that HTTP error
 - ``HANG``: accept the request and never answer
 - ``STALL``: start the stream, send one delta, then never finish
@@ -12,6 +13,7 @@ The reply is chosen by directives in the newest user text of the request:
 - ``LONG<n>``: exactly n text deltas
 - ``THINK``: a thinking block before the text
 - ``MAXTOK``: stop with ``max_tokens``
+- ``MARKDOWN``: a 20,000-character Markdown answer with headings, code blocks and broken markup
 
 Every request body is kept in ``requests`` so tests can check what the CLI sent.
 Usage figures are fixed per response so tests can check the proxy's arithmetic.
@@ -69,6 +71,17 @@ def last_tool_result(body: dict[str, Any]) -> str | None:
                 return " ".join(_text_of(inner))
             return str(inner)
     return None
+
+
+def long_markdown() -> str:
+    """About 20,000 characters of Markdown: sections of prose and code, and markup left open at the end."""
+    parts = []
+    for section in range(14):
+        parts.append(f"## Section {section}\n\n" + f"Some **bold** and `code` text in section {section}. " * 12)
+        code = "\n".join(f"    value_{section}_{i} = compute({i})  # line {i}" for i in range(25))
+        parts.append(f"```python\ndef section_{section}():\n{code}\n```")
+    parts.append("And an *unclosed emphasis, a [broken link( and a stray ` backtick")
+    return "\n\n".join(parts)
 
 
 @dataclass
@@ -161,8 +174,12 @@ class MockAnthropic:
         stop_reason = "end_turn"
         if tool_output is not None:
             blocks.append({"type": "text", "text": f"Tool said: {tool_output.strip()}"})
-        elif "USE_TOOL" in text or "SLEEP_TOOL" in text:
-            command = 'python3 -c "import time; time.sleep(300)"' if "SLEEP_TOOL" in text else "echo hi"
+        elif "USE_TOOL" in text or "SLEEP_TOOL" in text or "SLOW_TOOL" in text:
+            command = "echo hi"
+            if "SLEEP_TOOL" in text:
+                command = 'python3 -c "import time; time.sleep(300)"'
+            elif "SLOW_TOOL" in text:
+                command = "python3 -c \"import time; time.sleep(2); print('hi')\""
             blocks.append({"type": "text", "text": "I will run a command."})
             blocks.append(
                 {
@@ -183,7 +200,9 @@ class MockAnthropic:
                     }
                 )
             long = re.search(r"LONG(\d+)", text)
-            if long:
+            if "MARKDOWN" in text:
+                blocks.append({"type": "text", "text": long_markdown()})
+            elif long:
                 blocks.append({"type": "text", "text": "".join(f"w{i} " for i in range(int(long.group(1))))})
             else:
                 blocks.append({"type": "text", "text": f"MOCK reply to: {text[-300:]}"})

@@ -1,0 +1,383 @@
+"""The Telegram bot end to end: the daemon with the bot, a fake Bot API server, the real CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from proxy.keys import BOT
+from tests.conftest import Daemon, processes_marked, wait_no_processes
+from tests.fake_telegram import TOKEN, FakeTelegram, Fault, SentMessage
+from tests.mock_anthropic import MockAnthropic
+
+USER = 111
+STRANGER = 999
+STATUS_PREFIXES = ("⏳", "✅", "⏹ Stopped ·", "⏱ Timed out", "⚠️ Failed")
+
+
+@pytest.fixture
+async def telegram() -> FakeTelegram:
+    fake = FakeTelegram()
+    await fake.start()
+    yield fake  # type: ignore[misc]
+    await fake.stop()
+
+
+@pytest.fixture
+def start_bot(telegram: FakeTelegram, start_daemon: Callable[..., object]) -> Callable[..., object]:
+    async def start(**overrides: object) -> Daemon:
+        values: dict[str, object] = {
+            "telegram_bot_token": TOKEN,
+            "telegram_api_url": telegram.root,
+            "telegram_allowed_users": str(USER),
+            "telegram_edit_interval": 0.5,
+        }
+        values.update(overrides)
+        daemon: Daemon = await start_daemon(**values)  # type: ignore[assignment]
+        assert daemon.app[BOT].started
+        return daemon
+
+    return start
+
+
+@pytest.fixture
+async def bot(start_bot: Callable[..., object]) -> Daemon:
+    return await start_bot()  # type: ignore[misc]
+
+
+def is_status(text: str) -> bool:
+    return text.startswith(STATUS_PREFIXES)
+
+
+def answers(telegram: FakeTelegram, chat: int = USER) -> list[str]:
+    return [t for t in telegram.texts_to(chat) if not is_status(t)]
+
+
+def status_messages(telegram: FakeTelegram, chat: int = USER) -> list[SentMessage]:
+    return [m for m in telegram.sent_to(chat) if is_status(m.text)]
+
+
+async def wait_answer(telegram: FakeTelegram, text: str, chat: int = USER, within: float = 30) -> None:
+    await telegram.wait_for(lambda: any(text in t for t in answers(telegram, chat)), within)
+
+
+async def wait_idle(daemon: Daemon, telegram: FakeTelegram) -> None:
+    """Until no turn runs and every status message has its final summary."""
+    await telegram.wait_for(
+        lambda: (
+            not any(c.busy for c in daemon.app[BOT].chats.values())
+            and not any(m.text.startswith("⏳") for m in status_messages(telegram))
+        )
+    )
+
+
+# -- a conversation ----------------------------------------------------------------------------
+
+
+async def test_multi_turn_conversation_with_live_progress(
+    bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic
+) -> None:
+    commands = telegram.calls_of("setMyCommands")
+    assert [c["command"] for c in commands[0].params["commands"]] == ["new", "stop", "status", "model", "help", "start"]
+
+    telegram.user_sends("my name is Ada")
+    await wait_answer(telegram, "MOCK reply to: my name is Ada")
+    telegram.user_sends("SLOW_TOOL and tell me my name")
+    await wait_answer(telegram, "Tool said: hi")
+    await wait_idle(bot, telegram)
+    # The second turn resumed the first one's session.
+    assert any(role == "user" and text.endswith("my name is Ada") for role, text in mock_api.dialogue())
+
+    statuses = status_messages(telegram)
+    assert len(statuses) == 2
+    tool_status = statuses[1]
+    assert tool_status.text.startswith("✅ Done") and "1 tool (Bash)" in tool_status.text
+    assert tool_status.reply_markup is None, "the Stop button is gone when the turn is over"
+    first_send = [c for c in telegram.calls_of("sendMessage") if c.params.get("reply_markup")][1]
+    assert first_send.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "stop"
+    edits = [c for c in telegram.calls_of("editMessageText") if int(c.params["message_id"]) == tool_status.message_id]
+    assert any("💻 Bash: python3 -c" in c.params["text"] for c in edits), "the running tool was shown"
+    assert telegram.calls_of("sendChatAction"), "a typing indicator was shown"
+    assert all(c.status == 200 for c in telegram.calls), [c.description for c in telegram.calls if c.status != 200]
+
+
+async def test_strangers_get_their_id_once_and_nothing_else(
+    bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic
+) -> None:
+    telegram.user_sends("hello, run rm -rf /", user_id=STRANGER)
+    telegram.user_sends("/new", user_id=STRANGER)
+    telegram.user_sends("/status", user_id=STRANGER)
+    await telegram.wait_for(lambda: telegram.texts_to(STRANGER))
+    await asyncio.sleep(0.5)
+    replies = telegram.texts_to(STRANGER)
+    assert len(replies) == 1
+    assert str(STRANGER) in replies[0] and "TELEGRAM_ALLOWED_USERS" in replies[0]
+    assert mock_api.requests == [] and processes_marked(bot.mark) == []
+    assert STRANGER not in bot.app[BOT].chats
+    rows = await (await bot.engine.store.db.execute("SELECT COUNT(*) FROM conversations")).fetchone()
+    assert rows[0] == 0
+
+
+async def test_empty_allowlist_serves_nobody(start_bot: Callable[..., object], telegram: FakeTelegram) -> None:
+    await start_bot(telegram_allowed_users="")
+    telegram.user_sends("hi")
+    await telegram.wait_for(lambda: telegram.texts_to(USER))
+    assert f"Your Telegram user id is {USER}" in telegram.texts_to(USER)[0]
+
+
+async def test_sticker_and_unknown_command(bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic) -> None:
+    telegram.user_sends_sticker()
+    telegram.user_sends("/frobnicate")
+    await telegram.wait_for(lambda: len(telegram.texts_to(USER)) == 2)
+    assert sorted(telegram.texts_to(USER)) == sorted(
+        ["I can read text, photos and documents.", "Unknown command. /help lists what I understand."]
+    )
+    assert mock_api.requests == []
+
+
+async def test_a_4096_character_message(bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic) -> None:
+    long_text = ("word " * 820)[:4095] + "Z"
+    telegram.user_sends(long_text)
+    await wait_answer(telegram, "MOCK reply to:")
+    assert mock_api.user_texts()[-1] == long_text
+
+
+async def test_long_markdown_answer_is_split_cleanly(bot: Daemon, telegram: FakeTelegram) -> None:
+    telegram.user_sends("MARKDOWN please")
+    await wait_answer(telegram, "stray")
+    await wait_idle(bot, telegram)
+    parts = [m for m in telegram.sent_to(USER) if not is_status(m.text)]
+    assert len(parts) >= 5
+    assert all(len(m.text) <= 4096 for m in parts)
+    joined = "\n".join(m.text for m in parts)
+    for section in range(14):
+        assert f"def section_{section}():" in joined
+        assert joined.count(f"value_{section}_24 = compute(24)") == 1, "nothing lost or repeated"
+    # Each code block sits whole in one message, as one `pre` entity.
+    pre = [e for m in parts for e in m.entities if e["type"] == "pre"]
+    assert len(pre) == 14
+    assert "*unclosed emphasis" in joined or "unclosed emphasis" in joined
+    assert all(c.status == 200 for c in telegram.calls_of("sendMessage"))
+
+
+# -- queueing and stopping ---------------------------------------------------------------------
+
+
+async def test_burst_while_a_turn_runs_is_queued_in_order(
+    bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic
+) -> None:
+    telegram.user_sends("first LONG40 SLOW")
+    await telegram.wait_for(lambda: mock_api.requests)
+    for i in range(5):
+        telegram.user_sends(f"burst {i}")
+    await wait_answer(telegram, "MOCK reply to: burst 4", within=60)
+    await wait_idle(bot, telegram)
+    order = [t for t in answers(telegram) if t.startswith(("w0", "MOCK reply to: burst"))]
+    assert order == ["".join(f"w{i} " for i in range(40)).strip()] + [f"MOCK reply to: burst {i}" for i in range(5)]
+    queued_notes = [t for t in answers(telegram) if t.startswith("📥 Queued")]
+    assert len(queued_notes) == 1, "told once, not five times"
+    assert mock_api.max_in_flight == 1
+
+
+async def test_stop_kills_the_turn_and_the_session_stays_usable(
+    bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic
+) -> None:
+    telegram.user_sends("/stop")
+    await wait_answer(telegram, "Nothing is running.")
+    telegram.user_sends("remember PELICAN")
+    await wait_answer(telegram, "MOCK reply to: remember PELICAN")
+    telegram.user_sends("SLEEP_TOOL now")
+    await telegram.wait_for(lambda: any("💻 Bash" in m.text for m in status_messages(telegram)), within=20)
+    started = asyncio.get_running_loop().time()
+    telegram.user_sends("/stop")
+    telegram.user_sends("/stop")
+    await wait_answer(telegram, "⏹ Stopped. The conversation is kept")
+    assert await wait_no_processes(bot.mark, within=5) == []
+    assert asyncio.get_running_loop().time() - started < 6
+    await wait_answer(telegram, "Already stopping.")
+    assert "⏹ Stopping." in answers(telegram)
+    await wait_idle(bot, telegram)
+    assert status_messages(telegram)[-1].text.startswith("⏹ Stopped")
+    telegram.user_sends("what did I ask you to remember?")
+    await wait_answer(telegram, "MOCK reply to: what did I ask you to remember?")
+    assert any(text.endswith("remember PELICAN") for role, text in mock_api.dialogue() if role == "user")
+
+
+async def test_stop_button(bot: Daemon, telegram: FakeTelegram) -> None:
+    telegram.user_sends("SLEEP_TOOL again")
+    await telegram.wait_for(lambda: any("💻 Bash" in m.text for m in status_messages(telegram)), within=20)
+    telegram.user_presses(status_messages(telegram)[-1], "stop")
+    await wait_answer(telegram, "⏹ Stopped.")
+    answered = telegram.calls_of("answerCallbackQuery")
+    assert answered and answered[0].params.get("text") == "Stopping…"
+    assert await wait_no_processes(bot.mark, within=5) == []
+
+
+async def test_new_starts_a_fresh_session(bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic) -> None:
+    telegram.user_sends("/new")
+    await wait_answer(telegram, "has no session yet")
+    telegram.user_sends("old topic")
+    await wait_answer(telegram, "MOCK reply to: old topic")
+    telegram.user_sends("/new")
+    await wait_answer(telegram, "Fresh session")
+    telegram.user_sends("new topic")
+    await wait_answer(telegram, "MOCK reply to: new topic")
+    assert [t for r, t in mock_api.dialogue() if r == "user"] == ["new topic"]
+
+
+async def test_model_and_status(bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic) -> None:
+    telegram.user_sends("/model")
+    await wait_answer(telegram, "Model: the CLI's default")
+    telegram.user_sends("/model gpt-9")
+    await wait_answer(telegram, "Unknown model 'gpt-9'")
+    telegram.user_sends("/model claude-haiku-4")
+    await wait_answer(telegram, "Model set to haiku")
+    telegram.user_sends("which model?")
+    await wait_answer(telegram, "MOCK reply to: which model?")
+    assert "haiku" in mock_api.requests[-1]["model"]
+    await wait_idle(bot, telegram)
+    telegram.user_sends("/status")
+    await wait_answer(telegram, "Usage: 1 turns")
+    status = next(t for t in answers(telegram) if t.startswith("Session:"))
+    record = await bot.engine.store.get(f"tg:{USER}")
+    assert record is not None and record.session_id[:8] in status
+    assert "Model: haiku" in status and "Running: nothing" in status
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+async def test_flood_control_on_edits_and_on_the_answer(bot: Daemon, telegram: FakeTelegram) -> None:
+    telegram.fail_next("editMessageText", Fault(429, "Too Many Requests: retry after 2", retry_after=2))
+    telegram.user_sends("LONG60 SLOW")
+    await telegram.wait_for(lambda: telegram.calls_of("editMessageText"))
+    flooded_at = telegram.calls_of("editMessageText")[0].at
+    telegram.fail_next("sendMessage", Fault(429, "Too Many Requests: retry after 2", retry_after=2))
+    await wait_answer(telegram, "w59", within=30)
+    edits = telegram.calls_of("editMessageText")
+    assert all(not (flooded_at < c.at < flooded_at + 1.9) for c in edits[1:]), "edits paused for retry_after"
+    sends = telegram.calls_of("sendMessage")
+    flooded_send = next(c for c in sends if c.status == 429)
+    delivered = next(c for c in sends if c.status == 200 and "w59" in c.params.get("text", ""))
+    assert delivered.at - flooded_send.at >= 1.9, "the answer waited for retry_after, and was not lost"
+
+
+async def test_edit_rate_and_no_identical_edits(bot: Daemon, telegram: FakeTelegram) -> None:
+    telegram.user_sends("LONG80 SLOW")
+    await wait_answer(telegram, "w79", within=30)
+    await wait_idle(bot, telegram)
+    status = status_messages(telegram)[-1]
+    edits = [c for c in telegram.calls_of("editMessageText") if int(c.params["message_id"]) == status.message_id]
+    assert len(edits) >= 3
+    gaps = [b.at - a.at for a, b in itertools.pairwise(edits[:-1])]  # the final summary may follow at once
+    assert all(gap >= 0.45 for gap in gaps), gaps
+    assert not [c for c in edits if c.status != 200], "never an edit Telegram refused (not modified, too long)"
+
+
+async def test_telegram_errors_never_break_a_turn(bot: Daemon, telegram: FakeTelegram) -> None:
+    telegram.user_sends("LONG30 SLOW")
+    await telegram.wait_for(lambda: status_messages(telegram))
+    status_messages(telegram)[0].deleted = True  # the user deleted the status message
+    await wait_answer(telegram, "w29", within=30)
+    telegram.fail_next("sendMessage", Fault(403, "Forbidden: bot was blocked by the user"), times=3)
+    telegram.user_sends("blocked for a moment")
+    await telegram.wait_for(lambda: len([c for c in telegram.calls_of("sendMessage") if c.status == 403]) == 3)
+    telegram.user_sends("back again")
+    await wait_answer(telegram, "MOCK reply to: back again")
+
+
+async def test_cli_hanging_alerts_the_chat(start_bot: Callable[..., object], telegram: FakeTelegram) -> None:
+    daemon: Daemon = await start_bot(activity_timeout=2)  # type: ignore[assignment]
+    telegram.user_sends("HANG")
+    await wait_answer(telegram, "printed nothing for 2s")
+    alert = next(t for t in answers(telegram) if "printed nothing" in t)
+    assert "The conversation is kept" in alert
+    await wait_idle(daemon, telegram)
+    assert status_messages(telegram)[-1].text.startswith("⏱ Timed out")
+    assert await wait_no_processes(daemon.mark) == []
+
+
+async def test_cli_crashing(start_bot: Callable[..., object], telegram: FakeTelegram, tmp_path: Path,
+                            claude_cli: Path) -> None:  # fmt: skip
+    wrapper = tmp_path / "claude-wrapper"
+    wrapper.write_text("#!/bin/sh\necho 'panic: out of cheese' >&2\nexit 2\n")
+    wrapper.chmod(0o755)
+    daemon: Daemon = await start_bot(claude_bin=str(wrapper))  # type: ignore[assignment]
+    telegram.user_sends("hello")
+    await wait_answer(telegram, "out of cheese")
+    assert next(t for t in answers(telegram) if "cheese" in t).startswith("⚠️ Claude Code failed")
+    wrapper.write_text(f'#!/bin/sh\nexec "{claude_cli}" "$@"\n')
+    telegram.user_sends("hello again")
+    await wait_answer(telegram, "MOCK reply to: hello again")
+    assert daemon.app[BOT].started
+
+
+async def test_documents_and_photos_are_saved_safely(
+    bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic
+) -> None:
+    telegram.user_sends_document("../../../etc/passwd", b"root:x:0:0\n", caption="what is this file?")
+    await wait_answer(telegram, "MOCK reply to:")
+    uploads = bot.settings.workdir / "uploads" / str(USER)
+    saved = list(uploads.iterdir())
+    assert len(saved) == 1 and saved[0].read_bytes() == b"root:x:0:0\n"
+    assert saved[0].name.endswith("-passwd") and saved[0].parent == uploads.resolve()
+    prompt = mock_api.user_texts()[-1]
+    assert prompt.startswith("what is this file?") and str(saved[0]) in prompt
+    telegram.user_sends_photo(b"\xff\xd8\xff fake jpeg")
+    await telegram.wait_for(lambda: len(list(uploads.iterdir())) == 2)
+    await wait_idle(bot, telegram)
+    assert "[The user sent a photo, saved at" in mock_api.user_texts()[-1]
+    big = bot.settings.telegram_max_file_mb
+    telegram.user_sends_document("huge.bin", b"x" * (int(big * 1024 * 1024) + 1))
+    await wait_answer(telegram, "I could not take that file")
+    assert len(list(uploads.iterdir())) == 2
+
+
+async def test_drafts_stream_the_answer_in_private_chats(bot: Daemon, telegram: FakeTelegram) -> None:
+    telegram.user_sends("LONG40 SLOW")
+    await wait_answer(telegram, "w39", within=30)
+    drafts = telegram.calls_of("sendMessageDraft")
+    assert len(drafts) >= 2
+    texts = [d.params["text"] for d in drafts]
+    assert texts == sorted(texts, key=len) and texts[0].startswith("w0")
+    assert len({d.params["draft_id"] for d in drafts}) == 1
+
+
+async def test_without_drafts_the_status_message_previews_the_answer(bot: Daemon, telegram: FakeTelegram) -> None:
+    telegram.drafts_supported = False
+    telegram.user_sends("LONG40 SLOW")
+    await wait_answer(telegram, "w39", within=30)
+    assert len(telegram.calls_of("sendMessageDraft")) == 1, "tried once, then fell back"
+    edits = telegram.calls_of("editMessageText")
+    assert any("w1 w2" in c.params["text"] for c in edits), "the status message showed the answer so far"
+
+
+async def test_http_timeouts_alert_the_notify_chat(start_bot: Callable[..., object], telegram: FakeTelegram) -> None:
+    import openai
+
+    daemon: Daemon = await start_bot(activity_timeout=2, telegram_notify_id="555")  # type: ignore[assignment]
+    with pytest.raises(openai.APIStatusError):
+        await daemon.client().chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "HANG"}])
+    await telegram.wait_for(lambda: telegram.texts_to(555))
+    alert = telegram.texts_to(555)[0]
+    assert alert.startswith("⏱ An HTTP turn was stopped") and "printed nothing for 2s" in alert
+
+
+async def test_conversation_survives_a_restart(
+    start_bot: Callable[..., object], telegram: FakeTelegram, mock_api: MockAnthropic
+) -> None:
+    first: Daemon = await start_bot()  # type: ignore[assignment]
+    telegram.user_sends("before the restart")
+    await wait_answer(telegram, "MOCK reply to: before the restart")
+    await wait_idle(first, telegram)
+    await first.app[BOT].stop()
+    await first.engine.close()
+    second: Daemon = await start_bot()  # type: ignore[assignment]
+    telegram.user_sends("after the restart")
+    await wait_answer(telegram, "MOCK reply to: after the restart")
+    assert [t for r, t in mock_api.dialogue() if r == "user"][-2:] == ["before the restart", "after the restart"]
+    assert second.app[BOT].started
