@@ -381,3 +381,59 @@ async def test_conversation_survives_a_restart(
     await wait_answer(telegram, "MOCK reply to: after the restart")
     assert [t for r, t in mock_api.dialogue() if r == "user"][-2:] == ["before the restart", "after the restart"]
     assert second.app[BOT].started
+
+
+async def test_network_errors_are_retried_and_entities_fall_back(bot: Daemon, telegram: FakeTelegram) -> None:
+    telegram.fail_next("sendMessage", Fault(502, "Bad Gateway"), times=2)
+    telegram.user_sends("through a flaky network")
+    await wait_answer(telegram, "MOCK reply to: through a flaky network")
+    assert [c.status for c in telegram.calls_of("sendMessage")][:3] == [502, 502, 200]
+    await wait_idle(bot, telegram)
+    telegram.user_sends("**bold** reply please SLOW")
+    await telegram.wait_for(lambda: len(status_messages(telegram)) == 2)  # the next send is the answer
+    telegram.fail_next("sendMessage", Fault(400, "Bad Request: can't parse entities: unsupported start tag"))
+    await wait_answer(telegram, "bold reply please SLOW")
+    refused = [c for c in telegram.calls_of("sendMessage") if c.status == 400]
+    assert len(refused) == 1 and refused[0].params.get("entities")
+    answer = next(m for m in telegram.sent_to(USER) if "reply please SLOW" in m.text)
+    assert answer.entities == [], "sent again as plain text"
+
+
+async def test_sigterm_stops_the_bot_quickly(
+    telegram: FakeTelegram, cli_env: str, claude_cli: Path, tmp_path: Path, mock_api: MockAnthropic
+) -> None:
+    import os
+    import signal
+    import socket
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ, "CLAUDE_BIN": str(claude_cli), "STATE_DIR": str(tmp_path / "state"), "PROXY_PORT": str(port),
+        "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": telegram.root, "TELEGRAM_ALLOWED_USERS": str(USER),
+    }  # fmt: skip
+    daemon = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "claude-max"), "serve", "--env-file", str(tmp_path / "none.env"),
+        env=env, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await telegram.wait_for(lambda: telegram.calls_of("setMyCommands"))
+        telegram.user_sends("SLEEP_TOOL before shutdown")
+        await telegram.wait_for(lambda: any("💻 Bash" in m.text for m in status_messages(telegram)), within=20)
+        started = asyncio.get_running_loop().time()
+        daemon.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            code = await daemon.wait()
+        assert code == 0
+        assert asyncio.get_running_loop().time() - started < 8
+        assert any("the daemon is shutting down" in t for t in answers(telegram)), "the chat was told"
+        assert await wait_no_processes(cli_env, within=5) == []
+        assert daemon.stderr is not None
+        log = (await daemon.stderr.read()).decode()
+        assert "event=telegram_stopped" in log and TOKEN not in log
+    finally:
+        if daemon.returncode is None:
+            daemon.kill()
+            await daemon.wait()
