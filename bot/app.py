@@ -280,7 +280,9 @@ class ClaudeBot:
         usage = await store.usage(chat.key)
         model = await store.preferred_model(chat.key) or (record.model if record else "") or "default"
         lines = [
-            f"Session: {record.session_id[:8]}… ({record.turns} turns)" if record else "Session: none yet",
+            f"Session: {record.session_id[:8]}… ({record.turns} turn{'' if record.turns == 1 else 's'})"
+            if record
+            else "Session: none yet",
             f"Model: {model}",
         ]
         progress = chat.progress
@@ -292,7 +294,8 @@ class ClaudeBot:
         if chat.jobs:
             lines.append(f"Queued: {len(chat.jobs)}")
         lines.append(
-            f"Usage: {usage.turns} turns, {usage.prompt_tokens:,} tokens in, {usage.completion_tokens:,} out, "
+            f"Usage: {usage.turns} turn{'' if usage.turns == 1 else 's'}, {usage.prompt_tokens:,} tokens in, "
+            f"{usage.completion_tokens:,} out, "
             f"${usage.cost_usd:.4f}"
         )
         await self._reply(update, "\n".join(lines))

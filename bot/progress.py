@@ -29,6 +29,7 @@ log = logging.getLogger("bot.progress")
 STOP_DATA = "stop"
 TYPING_EVERY = 4.0
 DRAFT_EVERY = 1.0
+TICK = 0.25
 SHOWN_TOOLS = 6
 PREVIEW_CHARS = 600
 _draft_ids = itertools.count(1)
@@ -128,18 +129,19 @@ class Progress:
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        last_typing = 0.0
+        last_typing = last_draft = 0.0
         while True:
             now = time.monotonic()
             if now - last_typing >= TYPING_EVERY:
                 last_typing = now
                 with contextlib.suppress(TelegramError):
                     await self.bot.send_chat_action(self.chat_id, ChatAction.TYPING)
-            if self.private and self.drafts and self.answer:
+            if self.private and self.drafts and self.answer and now - last_draft >= DRAFT_EVERY:
+                last_draft = now
                 await self._draft()
             if now - self._last_edit >= self.interval:
                 await self._edit(self.render(), stop_keyboard())
-            await asyncio.sleep(min(DRAFT_EVERY, self.interval))
+            await asyncio.sleep(TICK)
 
     async def _draft(self) -> None:
         text = self.answer[-4000:]

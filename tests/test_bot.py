@@ -241,7 +241,7 @@ async def test_model_and_status(bot: Daemon, telegram: FakeTelegram, mock_api: M
     assert "haiku" in mock_api.requests[-1]["model"]
     await wait_idle(bot, telegram)
     telegram.user_sends("/status")
-    await wait_answer(telegram, "Usage: 1 turns")
+    await wait_answer(telegram, "Usage: 1 turn,")
     status = next(t for t in answers(telegram) if t.startswith("Session:"))
     record = await bot.engine.store.get(f"tg:{USER}")
     assert record is not None and record.session_id[:8] in status
