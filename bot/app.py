@@ -243,7 +243,7 @@ class ClaudeBot:
     async def _new(self, update: Update, context: Context) -> None:
         chat = self._chat(update)
         state, _ = chat.stop()
-        forgot = await self.engine.store.forget(chat.key)
+        forgot = await self.engine.forget(chat.key)
         text = "🆕 Fresh session: Claude no longer sees this chat's earlier messages."
         if state != "idle":
             text = "⏹ Stopped the running turn. " + text

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import json
 import logging
 import time
 import uuid
@@ -49,6 +48,7 @@ from core.events import (
 )
 from core.process import CLIProcess, Spawn
 from core.store import Conversation, LedgerEntry, SessionStore, StoreError
+from core.warm import Signature, WarmPool
 
 log = logging.getLogger("core.engine")
 
@@ -104,6 +104,12 @@ class Engine:
         self._finishing: set[asyncio.Task[None]] = set()
         self._listeners: list[TurnListener] = []
         self.waiting = 0
+        self.pool = WarmPool(
+            capacity=settings.warm_max,
+            idle_seconds=settings.warm_idle,
+            spares=settings.warm_spares,
+            background=self._background,
+        )
 
     async def __aenter__(self) -> Engine:
         if self.state is not EngineState.NEW:
@@ -116,6 +122,7 @@ class Engine:
             ) from exc
         await self.store.open()
         self.state = EngineState.OPEN
+        self.pool.refill(self._start_spare)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -145,11 +152,17 @@ class Engine:
                     await asyncio.gather(*self._finishing, return_exceptions=True)
                     await asyncio.sleep(0.01)
         self.state = EngineState.CLOSED
+        await self.pool.close()
         await self.store.close()
 
     @property
     def running(self) -> int:
         return len(self._turns)
+
+    async def forget(self, key: str) -> bool:
+        """Drop a conversation: its session mapping and its warm process."""
+        self.pool.evict(key, "forgotten")
+        return await self.store.forget(key)
 
     def turn(self, request: TurnRequest) -> Turn:
         """A turn to enter. Raises `TurnCancelled` while shutting down, `RuntimeError` when not open."""
@@ -221,23 +234,50 @@ class Engine:
             argv += ["--resume", resume]
         return argv
 
-    def _process(self, prompt: Prompt, *, model: str, resume: Conversation | None) -> CLIProcess:
-        workdir = self.settings.workdir
+    def _workdir(self, resume: Conversation | None) -> Path:
         if resume is not None and Path(resume.workdir).is_dir():
-            workdir = Path(resume.workdir)  # the CLI keeps sessions per project directory
-        message = {
-            "type": "user",
-            "message": {"role": "user", "content": prompt},
-            "parent_tool_use_id": None,
-            "session_id": "",
-        }
+            return Path(resume.workdir)  # the CLI keeps sessions per project directory
+        return self.settings.workdir
+
+    def _signature(self, model: str, workdir: Path) -> Signature:
+        """What a process was started with; a warm process serves only turns that want the same."""
+        s = self.settings
+        return (model, str(workdir), s.claude_bin, s.claude_permission_mode, s.claude_max_turns)
+
+    async def _start_process(self, model: str, resume: Conversation | None) -> CLIProcess:
         spawn = Spawn(
             argv=self._argv(model, resume.session_id if resume else None),
-            cwd=workdir,
+            cwd=self._workdir(resume),
             env=self.settings.child_environment(),
-            stdin=json.dumps(message, ensure_ascii=False).encode() + b"\n",
         )
-        return CLIProcess(spawn, activity_timeout=self.settings.activity_timeout, kill_grace=self.settings.kill_grace)
+        process = CLIProcess(
+            spawn, activity_timeout=self.settings.activity_timeout, kill_grace=self.settings.kill_grace
+        )
+        await process.start()
+        return process
+
+    async def _start_spare(self) -> tuple[CLIProcess, Signature]:
+        model = self.settings.default_model
+        process = await self._start_process(model, None)
+        return process, self._signature(model, self.settings.workdir)
+
+    async def _process_for(self, turn: Turn, resume: Conversation | None) -> tuple[CLIProcess, str]:
+        """A process for a turn, and where it came from: "warm", "spare" or "cold"."""
+        signature = self._signature(turn.model, self._workdir(resume))
+        if resume is not None:
+            warm = self.pool.take(turn.key, resume.session_id, signature)
+            if warm is not None:
+                return warm, "warm"
+        elif self.pool.spare_target and self.state is EngineState.OPEN:
+            spare = self.pool.take_spare(signature)
+            self.pool.refill(self._start_spare)
+            if spare is not None:
+                return spare, "spare"
+        return await self._start_process(turn.model, resume), "cold"
+
+
+class _WarmProcessLost(Exception):
+    """A warm process ended before it printed anything for this turn."""
 
 
 class Turn:
@@ -257,6 +297,7 @@ class Turn:
         self.finished: float | None = None
         self.outcome = "started"
         self._process: CLIProcess | None = None
+        self.source = "cold"  # where the process came from: cold, warm or spare
         self._lock_cm: contextlib.AbstractAsyncContextManager[None] | None = None
         self._has_slot = False
         self._cancel_reason: str | None = None
@@ -302,9 +343,23 @@ class Turn:
             await self._lock_cm.__aenter__()
 
     async def _spawn(self, resume: Conversation | None) -> None:
-        prompt = self.request.prompt_for(resume)
-        self._process = self._engine._process(prompt, model=self.model, resume=resume)
-        await self._process.start()
+        """Get a process (warm, spare or new) and hand it this turn's user message."""
+        message = {
+            "type": "user",
+            "message": {"role": "user", "content": self.request.prompt_for(resume)},
+            "parent_tool_use_id": None,
+            "session_id": "",
+        }
+        process, self.source = await self._engine._process_for(self, resume)
+        self._process = process
+        process.touch()
+        process.turns += 1
+        if not await process.send(message) and self.source != "cold":
+            # A warm process that died between turns: replace it with a cold --resume, unseen by the caller.
+            await process.stop()
+            process = self._process = await self._engine._start_process(self.model, resume)
+            self.source = "cold"
+            await process.send(message)
 
     # -- iterating -----------------------------------------------------------------
 
@@ -315,28 +370,34 @@ class Turn:
         try:
             async for event in self._run_process():
                 yield event
+            return
         except SessionNotFound:
             if self.resumed is None or self._yielded_content:
                 raise
             log.info("session_not_found conversation=%s session=%s fresh=true", self.key, self.resumed.session_id)
             lost, self.resumed = self.resumed, None
-            assert self._process is not None
-            await self._process.stop()
             self.model = self.request.model or lost.model or self._engine.settings.default_model
-            await self._spawn(None)
-            async for event in self._run_process():
-                yield event
+        except _WarmProcessLost:
+            log.info("warm_process_lost conversation=%s; resuming cold", self.key)
+        assert self._process is not None
+        await self._process.stop()
+        self.source = "cold"
+        await self._spawn(self.resumed)
+        async for event in self._run_process():
+            yield event
 
     async def _run_process(self) -> AsyncIterator[TurnEvent]:
         process = self._process
         assert process is not None
+        seen_any = False
         try:
-            async for line in process.lines():
+            while (line := await process.next_line()) is not None:
                 try:
                     events = parse_event(line)
                 except NotJSON:
                     log.warning("cli_non_json_line conversation=%s line=%r", self.key, line[:200])
                     continue
+                seen_any = True
                 for event in events:
                     if self._debug:
                         log.debug("cli_event conversation=%s event=%.300r", self.key, event)
@@ -355,10 +416,12 @@ class Turn:
             self.outcome = "timeout"
             raise
         # stdout ended without a result.
-        code = await process.wait_exit(self._engine.settings.kill_grace)
         if self._cancel_reason is not None:
             self.outcome = "cancelled"
             raise TurnCancelled(self._cancel_reason, session_id=self.session_id)
+        if self.source != "cold" and not seen_any:
+            raise _WarmProcessLost
+        code = await process.wait_exit(self._engine.settings.kill_grace)
         raise self._exit_error(code, process.stderr_tail)
 
     def _observe(self, event: Event, process: CLIProcess) -> None:
@@ -389,6 +452,10 @@ class Turn:
         self.session_id = result.session_id or self.session_id
         if any("No conversation found" in error for error in result.errors):
             raise SessionNotFound("; ".join(result.errors), session_id=self.session_id)
+        if self._cancel_reason is not None:  # the interrupted turn's last word
+            self.outcome = "cancelled"
+            await self._account(result)
+            raise TurnCancelled(self._cancel_reason, session_id=self.session_id)
         error = self._result_error(result)
         self.outcome = error[0] if error else ("ok" if not result.is_error else result.subtype)
         await self._account(result)
@@ -463,10 +530,28 @@ class Turn:
     # -- leaving -------------------------------------------------------------------
 
     async def cancel(self, reason: str) -> None:
-        """Stop the turn now: the CLI's process group is terminated, iteration ends in `TurnCancelled`."""
+        """Stop the turn now; iteration ends in `TurnCancelled`.
+
+        A persistent CLI gets an interrupt and stays warm for the conversation's next turn
+        (it stops the running tool and its children). If it does not settle within the
+        grace period, or the daemon is shutting down, its process group is killed.
+        """
+        if self._cancel_reason is not None:
+            return
         self._cancel_reason = reason
-        if self._process is not None:
-            await self._process.stop()
+        process = self._process
+        if process is None:
+            return
+        if reason != SHUTDOWN_REASON and self._engine.pool.capacity and process.alive and await process.interrupt():
+            self._engine._background(self._kill_unless_settled(process))
+            return
+        await process.stop()
+
+    async def _kill_unless_settled(self, process: CLIProcess) -> None:
+        await asyncio.sleep(self._engine.settings.kill_grace)
+        if self.result is None and process is self._process:
+            log.info("interrupt_ignored conversation=%s; killing the CLI", self.key)
+            await process.stop()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -477,11 +562,11 @@ class Turn:
             self.outcome = (
                 "cancelled" if isinstance(exc, (asyncio.CancelledError, ConnectionError)) else type(exc).__name__
             )
-        # Answer delivered: the CLI may exit in the background. Otherwise the caller waits until it is gone.
-        released = engine._background(self._release(wait_exit=self.result is not None and exc is None))
+        released = engine._background(self._release(exc))
         engine._turns.discard(self)
         engine._background(self._after(released, exc))
         if self.result is None or exc is not None:
+            # The caller waits until the process is settled (interrupted and warm again, or gone).
             await asyncio.shield(released)
 
     async def _after(self, released: asyncio.Task[None], error: BaseException | None) -> None:
@@ -494,12 +579,15 @@ class Turn:
     def elapsed(self) -> float:
         return (self.finished or time.monotonic()) - self.started
 
-    async def _release(self, wait_exit: bool = False) -> None:
+    async def _release(self, error: BaseException | None = None) -> None:
+        """Put the process back (warm) or end it; then free the slot and the conversation."""
         try:
-            if self._process is not None:
-                if wait_exit:
-                    await self._process.wait_exit(self._engine.settings.kill_grace)
-                await self._process.stop()
+            process = self._process
+            if process is not None:
+                if await self._settle(process, error):
+                    self._keep_warm(process)
+                else:
+                    await self._end(process)
         finally:
             if self._has_slot:
                 self._has_slot = False
@@ -508,19 +596,66 @@ class Turn:
                 cm, self._lock_cm = self._lock_cm, None
                 await cm.__aexit__(None, None, None)
 
+    async def _settle(self, process: CLIProcess, error: BaseException | None) -> bool:
+        """Whether the process ended its turn cleanly and may serve the next one."""
+        engine = self._engine
+        if not engine.pool.capacity or engine.state is not EngineState.OPEN or not process.alive:
+            return False
+        if isinstance(error, (ActivityTimeout, TurnFailed, UpstreamError, CLIUnavailable)):
+            return False
+        if self.result is not None:
+            return True
+        # The caller left mid-turn (a disconnect): interrupt, and read on to the turn's result.
+        if self._cancel_reason is None:
+            self._cancel_reason = "the client went away"
+            if not await process.interrupt():
+                return False
+        try:
+            async with asyncio.timeout(engine.settings.kill_grace):
+                while (line := await process.next_line(watch=False)) is not None:
+                    with contextlib.suppress(NotJSON):
+                        for event in parse_event(line):
+                            if isinstance(event, Result):
+                                self.result = event
+                                await self._account(event)
+                                return True
+        except TimeoutError:
+            pass
+        return False
+
+    def _keep_warm(self, process: CLIProcess) -> None:
+        """Keep the process for this conversation's next turn, if that turn would resume its session."""
+        engine = self._engine
+        session_id = self.session_id or ""
+        recorded = self.outcome in ("ok", "error_max_turns") or (
+            self.resumed is not None and self.resumed.session_id == session_id
+        )
+        if not recorded or not session_id:
+            engine._background(process.stop())
+            return
+        workdir = process.cwd
+        engine.pool.put(self.key, process, session_id, engine._signature(self.model, workdir))
+
+    async def _end(self, process: CLIProcess) -> None:
+        if self.result is not None and process.alive:
+            process.close_stdin()  # a clean end of input; the CLI exits on its own
+            await process.wait_exit(self._engine.settings.kill_grace)
+        await process.stop()  # and sweeps up whatever it left running
+
     def _log(self) -> None:
         result = self.result
         usage = result.usage if result else None
         log.info(
-            "turn face=%s conversation=%s session=%s model=%s resumed=%s outcome=%s duration_ms=%d "
+            "turn face=%s conversation=%s session=%s model=%s resumed=%s process=%s outcome=%s duration_ms=%d "
             "prompt_tokens=%s completion_tokens=%s cost_usd=%s",
             self.request.face,
             self.key,
             self.session_id,
             self.model_reported or self.model or "default",
             self.resumed is not None,
+            self.source,
             self.outcome,
-            (time.monotonic() - self.started) * 1000,
+            self.elapsed * 1000,
             usage.prompt_tokens if usage else 0,
             usage.output_tokens if usage else 0,
             f"{result.cost_usd:.6f}" if result else "0",

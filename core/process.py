@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.errors import ActivityTimeout, CLIUnavailable
 
@@ -29,7 +31,6 @@ class Spawn:
     argv: list[str]
     cwd: Path
     env: dict[str, str]
-    stdin: bytes
 
 
 @contextlib.contextmanager
@@ -77,7 +78,12 @@ def group_has_live_members(pgid: int) -> bool:
 
 
 class CLIProcess:
-    """A running CLI. Iterate `lines()` for stdout; `stop()` ends the whole process group."""
+    """A running CLI in stream-json input mode: one process can serve many turns.
+
+    A reader task moves stdout lines into a queue, so a turn's consumer can go away (a
+    client disconnects) without losing the process: the rest of the turn can still be
+    read, after an interrupt, and the process kept warm for the next turn.
+    """
 
     def __init__(self, spawn: Spawn, *, activity_timeout: float, kill_grace: float) -> None:
         self._spawn = spawn
@@ -86,10 +92,13 @@ class CLIProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr: deque[bytes] = deque()
         self._stderr_size = 0
-        self._stderr_task: asyncio.Task[None] | None = None
+        self._readers: list[asyncio.Task[None]] = []
+        self._lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._eof = False
         self._last_activity = time.monotonic()
         self.last_activity_note = "started"
         self.started_at = time.monotonic()
+        self.turns = 0  # turns this process has served
 
     @property
     def pid(self) -> int | None:
@@ -104,12 +113,21 @@ class CLIProcess:
         return self._proc.returncode if self._proc else None
 
     @property
+    def alive(self) -> bool:
+        """Running, with its stdout still open."""
+        return self._proc is not None and self._proc.returncode is None and not self._eof
+
+    @property
     def stderr_tail(self) -> str:
         return b"".join(self._stderr).decode("utf-8", "replace").strip()
 
     def note(self, what: str) -> None:
         """Remember what the CLI did last, for timeout messages."""
         self.last_activity_note = what
+
+    def touch(self) -> None:
+        """Start the activity clock afresh (a new turn begins; silence before it does not count)."""
+        self._last_activity = time.monotonic()
 
     async def start(self) -> None:
         spawn = self._spawn
@@ -124,20 +142,54 @@ class CLIProcess:
                 start_new_session=True,
             )
         self.started_at = self._last_activity = time.monotonic()
-        self._stderr_task = asyncio.create_task(self._read_stderr())
-        await self._write_stdin(spawn.stdin)
+        self._readers = [asyncio.create_task(self._read_stdout()), asyncio.create_task(self._read_stderr())]
         log.debug("cli started pid=%s argv=%s", self._proc.pid, " ".join(spawn.argv[1:]))
 
-    async def _write_stdin(self, data: bytes) -> None:
-        assert self._proc is not None and self._proc.stdin is not None
-        stdin = self._proc.stdin
+    async def send(self, message: dict[str, Any]) -> bool:
+        """Write one stream-json line; False if the CLI no longer reads its input."""
+        if self._proc is None or self._proc.stdin is None or self._proc.stdin.is_closing():
+            return False
         try:
-            stdin.write(data)
-            await stdin.drain()
-            stdin.close()
+            self._proc.stdin.write(json.dumps(message, ensure_ascii=False).encode() + b"\n")
+            await self._proc.stdin.drain()
+            return True
         except (BrokenPipeError, ConnectionResetError):
-            # The CLI died before reading its prompt; its stderr and exit status tell why.
-            pass
+            return False
+
+    async def interrupt(self) -> bool:
+        """Ask the CLI to abort the running turn (it answers with a result and stays usable)."""
+        request = {"type": "control_request", "request_id": f"interrupt-{time.monotonic_ns()}",
+                   "request": {"subtype": "interrupt"}}  # fmt: skip
+        return await self.send(request)
+
+    def close_stdin(self) -> None:
+        if self._proc is not None and self._proc.stdin is not None and not self._proc.stdin.is_closing():
+            self._proc.stdin.close()
+
+    async def _read_stdout(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        stdout, lines = self._proc.stdout, self._lines
+        pending = bytearray()
+        try:
+            while chunk := await stdout.read(_READ_CHUNK):
+                self._last_activity = time.monotonic()
+                start = 0
+                while (end := chunk.find(b"\n", start)) != -1:
+                    if pending:
+                        pending += chunk[start:end]
+                        line = bytes(pending)
+                        pending.clear()
+                    else:
+                        line = chunk[start:end]
+                    if line.strip():
+                        lines.put_nowait(line)
+                    start = end + 1
+                pending += chunk[start:]
+            if pending.strip():
+                lines.put_nowait(bytes(pending))
+        finally:
+            self._eof = True
+            lines.put_nowait(None)
 
     async def _read_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
@@ -151,15 +203,16 @@ class CLIProcess:
     def _idle(self) -> float:
         return time.monotonic() - self._last_activity
 
-    async def lines(self) -> AsyncIterator[bytes]:
-        """stdout, one line at a time. Raises `ActivityTimeout` after ACTIVITY_TIMEOUT seconds of silence."""
-        assert self._proc is not None and self._proc.stdout is not None
-        stdout = self._proc.stdout
-        pending = bytearray()
+    async def next_line(self, *, watch: bool = True) -> bytes | None:
+        """The next stdout line, None at the end. With `watch`, raises `ActivityTimeout` after
+        ACTIVITY_TIMEOUT seconds in which the CLI printed nothing (stdout or stderr)."""
+        lines = self._lines
+        if not watch or not lines.empty():
+            return lines.get_nowait() if not lines.empty() else await lines.get()
         while True:
             try:
                 async with asyncio.timeout(max(self._activity_timeout - self._idle(), 0.0)):
-                    chunk = await stdout.read(_READ_CHUNK)
+                    return await lines.get()
             except TimeoutError:
                 idle = self._idle()
                 if idle < self._activity_timeout:
@@ -171,23 +224,6 @@ class CLIProcess:
                     last_activity=self.last_activity_note,
                     stderr=self.stderr_tail,
                 ) from None
-            if not chunk:
-                break
-            self._last_activity = time.monotonic()
-            start = 0
-            while (end := chunk.find(b"\n", start)) != -1:
-                if pending:
-                    pending += chunk[start:end]
-                    line = bytes(pending)
-                    pending.clear()
-                else:
-                    line = chunk[start:end]
-                if line.strip():
-                    yield line
-                start = end + 1
-            pending += chunk[start:]
-        if pending.strip():
-            yield bytes(pending)
 
     async def wait_exit(self, within: float) -> int | None:
         """Wait for the CLI to exit on its own; None if it did not within `within` seconds."""
@@ -195,10 +231,7 @@ class CLIProcess:
         try:
             async with asyncio.timeout(within):
                 code = await self._proc.wait()
-            if self._stderr_task is not None:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await asyncio.shield(self._stderr_task)
+                await asyncio.gather(*(asyncio.shield(r) for r in self._readers), return_exceptions=True)
             return code
         except TimeoutError:
             return None
@@ -228,6 +261,7 @@ class CLIProcess:
         """
         if self._proc is None:
             return
+        self.close_stdin()
         if self._proc.returncode is None or self._group_alive():
             self._signal_group(signal.SIGTERM)
             deadline = time.monotonic() + self._kill_grace
@@ -239,7 +273,7 @@ class CLIProcess:
                 log.debug("cli group %s killed after %.1f s grace", self._proc.pid, self._kill_grace)
         with contextlib.suppress(ProcessLookupError):
             await self._proc.wait()
-        if self._stderr_task is not None and not self._stderr_task.done():
-            self._stderr_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._stderr_task
+        for reader in self._readers:
+            if not reader.done():
+                reader.cancel()
+        await asyncio.gather(*self._readers, return_exceptions=True)

@@ -74,6 +74,19 @@ def cmdline(pid: int) -> list[bytes]:
         return []
 
 
+def process_group(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return int(stat[stat.rfind(b")") + 2 :].split()[2])
+
+
+def running_commands(mark: str, needle: bytes) -> list[int]:
+    """Processes of this test whose command line contains `needle` (e.g. a tool's command)."""
+    return [pid for pid in processes_marked(mark) if needle in b" ".join(cmdline(pid))]
+
+
 async def wait_no_processes(mark: str, within: float = 10.0) -> list[int]:
     deadline = asyncio.get_running_loop().time() + within
     while (alive := processes_marked(mark)) and asyncio.get_running_loop().time() < deadline:
@@ -131,6 +144,17 @@ class Daemon:
     @property
     def engine(self) -> Engine:
         return self.app[ENGINE]
+
+    def strays(self) -> list[int]:
+        """Processes of this test that are neither a warm CLI the engine keeps nor one of its children."""
+        kept = self.engine.pool.pids()
+        return [pid for pid in processes_marked(self.mark) if process_group(pid) not in kept]
+
+    async def wait_no_strays(self, within: float = 10.0) -> list[int]:
+        deadline = asyncio.get_running_loop().time() + within
+        while (strays := self.strays()) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        return strays
 
     def client(self, api_key: str = "sk-anything", **kwargs: object) -> openai.AsyncOpenAI:
         client = openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, **kwargs)  # type: ignore[arg-type]

@@ -64,6 +64,8 @@ def last_tool_result(body: dict[str, Any]) -> str | None:
     content = messages[-1].get("content")
     if not isinstance(content, list):
         return None
+    if any(t and not t.startswith("<system-reminder>") for t in _text_of(content)):
+        return None  # a new user message joined to an interrupted tool's result: answer the message
     for block in content:
         if block.get("type") == "tool_result":
             inner = block.get("content")

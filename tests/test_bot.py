@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from proxy.keys import BOT
-from tests.conftest import Daemon, processes_marked, wait_no_processes
+from tests.conftest import Daemon, processes_marked, running_commands, wait_no_processes
 from tests.fake_telegram import TOKEN, FakeTelegram, Fault, SentMessage
 from tests.mock_anthropic import MockAnthropic
 
@@ -196,8 +196,9 @@ async def test_stop_kills_the_turn_and_the_session_stays_usable(
     telegram.user_sends("/stop")
     telegram.user_sends("/stop")
     await wait_answer(telegram, "⏹ Stopped. The conversation is kept")
-    assert await wait_no_processes(bot.mark, within=5) == []
-    assert asyncio.get_running_loop().time() - started < 6
+    await telegram.wait_for(lambda: not running_commands(bot.mark, b"time.sleep"), within=5)
+    assert asyncio.get_running_loop().time() - started < 6, "the tool's command was gone within seconds"
+    assert await bot.wait_no_strays(within=5) == []
     await wait_answer(telegram, "Already stopping.")
     assert "⏹ Stopping." in answers(telegram)
     await wait_idle(bot, telegram)
@@ -214,7 +215,8 @@ async def test_stop_button(bot: Daemon, telegram: FakeTelegram) -> None:
     await wait_answer(telegram, "⏹ Stopped.")
     answered = telegram.calls_of("answerCallbackQuery")
     assert answered and answered[0].params.get("text") == "Stopping…"
-    assert await wait_no_processes(bot.mark, within=5) == []
+    await telegram.wait_for(lambda: not running_commands(bot.mark, b"time.sleep"), within=5)
+    assert await bot.wait_no_strays(within=5) == []
 
 
 async def test_new_starts_a_fresh_session(bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic) -> None:
@@ -298,7 +300,7 @@ async def test_cli_hanging_alerts_the_chat(start_bot: Callable[..., object], tel
     assert "The conversation is kept" in alert
     await wait_idle(daemon, telegram)
     assert status_messages(telegram)[-1].text.startswith("⏱ Timed out")
-    assert await wait_no_processes(daemon.mark) == []
+    assert await daemon.wait_no_strays() == []
 
 
 async def test_cli_crashing(start_bot: Callable[..., object], telegram: FakeTelegram, tmp_path: Path,

@@ -119,8 +119,9 @@ async def test_instructions_are_sent_again_only_when_changed(daemon: Daemon, moc
 
 
 async def test_lost_cli_session_falls_back_to_carried_history(
-    daemon: Daemon, mock_api: MockAnthropic, tmp_path: Path
+    start_daemon: Callable[..., object], mock_api: MockAnthropic, tmp_path: Path
 ) -> None:
+    daemon: Daemon = await start_daemon(warm_max=0)  # type: ignore[assignment]  # a warm CLI would still hold it
     first = await ask(daemon, [{"role": "user", "content": "the sky is green here"}])
     for session_file in (tmp_path / "home" / ".claude" / "projects").rglob("*.jsonl"):
         session_file.unlink()

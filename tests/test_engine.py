@@ -14,7 +14,7 @@ from core.config import Settings
 from core.engine import Engine, TurnRequest
 from core.errors import ActivityTimeout, TurnCancelled, UpstreamError
 from core.events import Result
-from tests.conftest import Daemon, processes_marked, wait_no_processes
+from tests.conftest import Daemon, wait_no_processes
 from tests.mock_anthropic import CACHE_READ_TOKENS, CACHE_WRITE_TOKENS, INPUT_TOKENS, MockAnthropic
 from tests.sse import post_sse
 
@@ -187,7 +187,7 @@ async def test_upstream_error_keeps_the_cli_message(daemon: Daemon) -> None:
             async for _ in turn:
                 pass
     assert caught.value.status == 429 and "mock 429" in caught.value.message
-    assert processes_marked(daemon.mark) == [] or await wait_no_processes(daemon.mark) == []
+    assert await daemon.wait_no_strays() == []
 
 
 async def test_debug_logs_every_cli_event(
