@@ -8,7 +8,7 @@ CLAUDE_CODE_VERSION := 2.1.331
 CLI_DIR := .cache/claude-code-$(CLAUDE_CODE_VERSION)
 TEST_CLI := $(CLI_DIR)/node_modules/.bin/claude
 
-.PHONY: serve test lint clean
+.PHONY: serve test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required" if sys.version_info < (3, 11) else 0)'
@@ -36,6 +36,9 @@ lint: $(VENV)/.test-installed
 
 test: $(VENV)/.test-installed $(TEST_CLI) lint
 	CLAUDE_MAX_TEST_CLI=$(abspath $(TEST_CLI)) $(BIN)/pytest -q
+
+bench: $(VENV)/.test-installed $(TEST_CLI)
+	CLAUDE_MAX_TEST_CLI=$(abspath $(TEST_CLI)) $(BIN)/python scripts/bench.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

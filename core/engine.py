@@ -458,8 +458,8 @@ class Turn:
             raise TurnCancelled(self._cancel_reason, session_id=self.session_id)
         error = self._result_error(result)
         self.outcome = error[0] if error else ("ok" if not result.is_error else result.subtype)
-        await self._account(result)
         if error:
+            await self._account(result)
             raise error[1]
         if not self.answer.text and result.text:
             self.answer.parts.append(result.text)
@@ -472,6 +472,7 @@ class Turn:
             workdir=str(self._process.cwd if self._process else self._engine.settings.workdir),
             head=head,
             context=request.context,
+            ledger=self._ledger_entry(result),
         )
 
     def _result_error(self, result: Result) -> tuple[str, EngineError] | None:
@@ -494,17 +495,19 @@ class Turn:
         stderr = self._process.stderr_tail if self._process else ""
         return "failed", TurnFailed(f"the Claude Code CLI failed: {detail}", session_id=self.session_id, stderr=stderr)
 
-    async def _account(self, result: Result) -> None:
-        """The turn's tokens and cost in the ledger, as soon as the CLI reported them."""
+    def _ledger_entry(self, result: Result) -> LedgerEntry:
         usage = result.usage
-        entry = LedgerEntry(
+        return LedgerEntry(
             key=self.key, face=self.request.face, model=self.model_reported or self.model or "default",
             duration_ms=int(self.elapsed * 1000), prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.output_tokens, cached_tokens=usage.cache_read_tokens,
             cost_usd=result.cost_usd, outcome=self.outcome,
         )  # fmt: skip
+
+    async def _account(self, result: Result) -> None:
+        """The tokens and cost of a turn that did not succeed, in the ledger all the same."""
         try:
-            await self._engine.store.add_turn(entry)
+            await self._engine.store.add_turn(self._ledger_entry(result))
         except Exception:
             log.exception("ledger_write_failed conversation=%s", self.key)
 

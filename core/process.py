@@ -56,13 +56,13 @@ def group_has_live_members(pgid: int) -> bool:
     Zombies cannot be killed and are reaped by whoever adopted them, so they do not count.
     Without /proc (macOS), any member counts.
     """
+    try:
+        os.killpg(pgid, 0)  # the common case, cheaply: no member at all
+    except (ProcessLookupError, PermissionError):
+        return False
     proc = Path("/proc")
     if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
+        return True
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue

@@ -117,6 +117,7 @@ class SessionStore:
             self._db = await aiosqlite.connect(self.path)
             self._db.row_factory = aiosqlite.Row
             await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA synchronous=NORMAL")  # with WAL: safe from corruption, no fsync per commit
             await self._db.execute("PRAGMA busy_timeout=5000")
             await self._migrate()
         except (OSError, sqlite3.Error) as exc:
@@ -162,10 +163,21 @@ class SessionStore:
         return Conversation(**dict(row)) if row else None
 
     async def record(
-        self, key: str, *, session_id: str, model: str, workdir: str, head: str | None, context: str | None
+        self,
+        key: str,
+        *,
+        session_id: str,
+        model: str,
+        workdir: str,
+        head: str | None,
+        context: str | None,
+        ledger: LedgerEntry | None = None,
     ) -> None:
-        """Remember that `key` now continues in `session_id`. Called only after the CLI reported success."""
+        """Remember that `key` now continues in `session_id`, and account for the turn in the same
+        transaction. Called only after the CLI reported success."""
         now = time.time()
+        if ledger is not None:
+            await self._insert_turn(ledger)
         await self.db.execute(
             """
             INSERT INTO conversations (key, session_id, model, workdir, head, context, turns, created_at, updated_at)
@@ -183,13 +195,16 @@ class SessionStore:
         await self.db.commit()
         return cursor.rowcount > 0
 
-    async def add_turn(self, entry: LedgerEntry) -> None:
+    async def _insert_turn(self, entry: LedgerEntry) -> None:
         await self.db.execute(
             "INSERT INTO turns (key, face, model, finished_at, duration_ms, prompt_tokens, completion_tokens,"
             " cached_tokens, cost_usd, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (entry.key, entry.face, entry.model, time.time(), entry.duration_ms, entry.prompt_tokens,
              entry.completion_tokens, entry.cached_tokens, entry.cost_usd, entry.outcome),
         )  # fmt: skip
+
+    async def add_turn(self, entry: LedgerEntry) -> None:
+        await self._insert_turn(entry)
         await self.db.commit()
 
     async def usage(self, key: str) -> UsageTotals:

@@ -156,6 +156,7 @@ class _SSE:
         self.id = completion_id()
         self.created = int(time.time())
         self.response: web.StreamResponse | None = None
+        self._content_frame: tuple[str, bytes, bytes] | None = None  # (model, before, after) of a content chunk
 
     @property
     def model(self) -> str:
@@ -169,11 +170,25 @@ class _SSE:
         self.response = response
         await self.chunk(Delta(role="assistant", content=""))
 
-    async def chunk(self, delta: Delta, finish: FinishReason | None = None) -> None:
-        payload = ChatCompletionChunk(
+    async def content(self, text: str) -> None:
+        """A content delta. The hot path: the chunk is rendered once by the schema, then reused as a frame."""
+        model = self.model
+        if self._content_frame is None or self._content_frame[0] != model:
+            marker = "\u0000marker\u0000"
+            rendered = self._payload(Delta(content=marker)).model_dump_json()
+            before, _, after = rendered.partition(json.dumps(marker)[1:-1])
+            self._content_frame = (model, b"data: " + before.encode(), after.encode() + b"\n\n")
+        _, before, after = self._content_frame
+        assert self.response is not None
+        await self.response.write(before + json.dumps(text, ensure_ascii=False)[1:-1].encode() + after)
+
+    def _payload(self, delta: Delta, finish: FinishReason | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
             id=self.id, created=self.created, model=self.model, choices=[ChunkChoice(delta=delta, finish_reason=finish)]
         )
-        await self.send(payload.model_dump(mode="json", exclude_none=False))
+
+    async def chunk(self, delta: Delta, finish: FinishReason | None = None) -> None:
+        await self.send(self._payload(delta, finish).model_dump(mode="json"))
 
     async def send(self, data: dict[str, Any]) -> None:
         assert self.response is not None
@@ -192,7 +207,7 @@ async def _stream(request: web.Request, turn: Turn, requested: str, include_usag
             async for event in turn:
                 if isinstance(event, AnswerDelta):
                     await sse.start()
-                    await sse.chunk(Delta(content=event.text))
+                    await sse.content(event.text)
                 elif isinstance(event, (ToolStart, ThinkingDelta)):
                     await sse.start()
                 elif isinstance(event, Result):
