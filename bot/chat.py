@@ -16,7 +16,15 @@ from bot.render import render
 from core.answer import AnswerDelta
 from core.config import Settings
 from core.engine import SHUTDOWN_REASON, Engine, Turn, TurnRequest
-from core.errors import ActivityTimeout, CLIUnavailable, EngineError, Saturated, TurnCancelled, UpstreamError
+from core.errors import (
+    ActivityTimeout,
+    CLIUnavailable,
+    EngineError,
+    Saturated,
+    ShuttingDown,
+    TurnCancelled,
+    UpstreamError,
+)
 from core.events import ToolStart
 
 log = logging.getLogger("bot.chat")
@@ -44,6 +52,8 @@ def failure_text(error: EngineError, progress: Progress) -> str:
             f"(last: {last}), {format_duration(progress.elapsed)} into the turn. "
             "The conversation is kept: send a message to go on."
         )
+    if isinstance(error, ShuttingDown) or (isinstance(error, TurnCancelled) and error.message == SHUTDOWN_REASON):
+        return "⏹ Stopped: the daemon is shutting down. Send your message again once it is back."
     if isinstance(error, TurnCancelled):
         if error.message == SHUTDOWN_REASON:
             return "⏹ Stopped: the daemon is shutting down. Send your message again once it is back."

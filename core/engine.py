@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +30,7 @@ from core.errors import (
     EngineError,
     Saturated,
     SessionNotFound,
+    ShuttingDown,
     TurnCancelled,
     TurnFailed,
     UpstreamError,
@@ -46,6 +48,7 @@ from core.events import (
     ToolStart,
     parse_event,
 )
+from core.hygiene import INSTANCE_VARIABLE, STATE_VARIABLE, StateLock, death_signal_prefix, reap_leftovers, state_key
 from core.process import CLIProcess, Spawn
 from core.store import Conversation, LedgerEntry, SessionStore, StoreError
 from core.warm import Signature, WarmPool
@@ -83,7 +86,8 @@ class TurnRequest:
 class EngineState(enum.Enum):
     NEW = "new"
     OPEN = "open"
-    STOPPING = "stopping"  # running turns are being cancelled; no new ones start
+    DRAINING = "draining"  # running turns may finish; no new ones start
+    STOPPING = "stopping"  # running turns are being cancelled
     CLOSED = "closed"
 
 
@@ -101,9 +105,13 @@ class Engine:
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = {}
         self._turns: set[Turn] = set()
+        self._no_turns = asyncio.Event()  # set whenever the last running turn ends
         self._finishing: set[asyncio.Task[None]] = set()
         self._listeners: list[TurnListener] = []
         self.waiting = 0
+        self.instance = uuid.uuid4().hex
+        self._state_lock = StateLock(settings.state_dir)
+        self._child_marks = {STATE_VARIABLE: state_key(settings.state_dir), INSTANCE_VARIABLE: self.instance}
         self.pool = WarmPool(
             capacity=settings.warm_max,
             idle_seconds=settings.warm_idle,
@@ -120,7 +128,13 @@ class Engine:
             raise StoreError(
                 f"cannot create the working directory {self.settings.workdir} (CLAUDE_WORKDIR): {exc}"
             ) from exc
-        await self.store.open()
+        self._state_lock.acquire()
+        try:
+            await self.store.open()
+        except BaseException:
+            self._state_lock.release()
+            raise
+        reap_leftovers(self._child_marks[STATE_VARIABLE], self.instance)
         self.state = EngineState.OPEN
         self.pool.refill(self._start_spare)
         return self
@@ -136,9 +150,19 @@ class Engine:
         """Stop every running turn; their consumers see `TurnCancelled`."""
         await asyncio.gather(*(turn.cancel(reason) for turn in list(self._turns)))
 
+    async def drain(self, grace: float) -> None:
+        """Refuse new turns and give the running ones up to `grace` seconds to finish."""
+        if self.state is EngineState.OPEN:
+            self.state = EngineState.DRAINING
+        if self._turns:
+            self._no_turns.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._no_turns.wait()
+
     async def shut_down(self) -> None:
         """Refuse new turns and cancel the running ones; the store stays open until `close()`."""
-        if self.state is EngineState.OPEN:
+        if self.state in (EngineState.OPEN, EngineState.DRAINING):
             self.state = EngineState.STOPPING
         await self.cancel_all(SHUTDOWN_REASON)
 
@@ -154,6 +178,7 @@ class Engine:
         self.state = EngineState.CLOSED
         await self.pool.close()
         await self.store.close()
+        self._state_lock.release()
 
     @property
     def running(self) -> int:
@@ -166,8 +191,8 @@ class Engine:
 
     def turn(self, request: TurnRequest) -> Turn:
         """A turn to enter. Raises `TurnCancelled` while shutting down, `RuntimeError` when not open."""
-        if self.state is EngineState.STOPPING:
-            raise TurnCancelled(SHUTDOWN_REASON)
+        if self.state in (EngineState.DRAINING, EngineState.STOPPING):
+            raise ShuttingDown(SHUTDOWN_REASON)
         if self.state is not EngineState.OPEN:
             raise RuntimeError(f"engine is {self.state.value}")
         return Turn(self, request)
@@ -245,11 +270,15 @@ class Engine:
         return (model, str(workdir), s.claude_bin, s.claude_permission_mode, s.claude_max_turns)
 
     async def _start_process(self, model: str, resume: Conversation | None) -> CLIProcess:
-        spawn = Spawn(
-            argv=self._argv(model, resume.session_id if resume else None),
-            cwd=self._workdir(resume),
-            env=self.settings.child_environment(),
-        )
+        env = {**self.settings.child_environment(), **self._child_marks}
+        binary = shutil.which(self.settings.claude_bin, path=env.get("PATH"))
+        if binary is None:
+            raise CLIUnavailable(
+                f"the Claude Code CLI was not found ({self.settings.claude_bin!r}); install it with "
+                "`npm install -g @anthropic-ai/claude-code` or set CLAUDE_BIN"
+            )
+        argv = self._argv(model, resume.session_id if resume else None)
+        spawn = Spawn(argv=[*death_signal_prefix(), binary, *argv[1:]], cwd=self._workdir(resume), env=env)
         process = CLIProcess(
             spawn, activity_timeout=self.settings.activity_timeout, kill_grace=self.settings.kill_grace
         )
@@ -567,6 +596,8 @@ class Turn:
             )
         released = engine._background(self._release(exc))
         engine._turns.discard(self)
+        if not engine._turns:
+            engine._no_turns.set()
         engine._background(self._after(released, exc))
         if self.result is None or exc is not None:
             # The caller waits until the process is settled (interrupted and warm again, or gone).

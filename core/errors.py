@@ -8,6 +8,7 @@
     │   └── SessionNotFound  `--resume` of a session the CLI does not know
     ├── UpstreamError        the Anthropic API behind the CLI answered with an error
     ├── ActivityTimeout      the CLI printed nothing for ACTIVITY_TIMEOUT seconds
+    ├── ShuttingDown         the daemon is stopping and takes no new turns
     └── TurnCancelled        the turn was stopped on purpose (client gone, /stop, shutdown)
 
 Each carries the session id (when known) and the tail of the CLI's stderr, so the
@@ -59,6 +60,10 @@ class ActivityTimeout(EngineError):
         super().__init__(message, session_id=session_id, stderr=stderr)
         self.idle_seconds = idle_seconds
         self.last_activity = last_activity
+
+
+class ShuttingDown(EngineError):
+    pass
 
 
 class TurnCancelled(EngineError):

@@ -13,11 +13,13 @@ from aiohttp import web
 
 from core import __version__
 from core.config import Settings, SettingsError, load_settings
-from core.doctor import check_exposure, run_checks
+from core.doctor import run_checks
 from core.engine import Engine
+from core.hygiene import AlreadyRunning
 from core.logs import configure_logging
 from core.store import StoreError
 from proxy.app import create_app
+from proxy.keys import BOT
 
 log = logging.getLogger("claude_max")
 
@@ -66,9 +68,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 async def serve(settings: Settings) -> int:
-    exposure = check_exposure(settings)
-    if not exposure.ok:
-        print(f"claude-max: refusing to start: {exposure.detail}; {exposure.fix}", file=sys.stderr)
+    problems = [c for c in await run_checks(settings) if not c.ok and c.fatal]
+    if problems:
+        for check in problems:
+            print(f"claude-max: cannot start: {check.name}: {check.detail}", file=sys.stderr)
+            if check.fix:
+                print(f"  fix: {check.fix}", file=sys.stderr)
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -76,7 +81,8 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with Engine(settings) as engine:
-            runner = web.AppRunner(create_app(settings, engine), handler_cancellation=True, access_log=None)
+            app = create_app(settings, engine)
+            runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
             await runner.setup()
             site = web.TCPSite(runner, settings.proxy_host, settings.proxy_port)
             try:
@@ -90,15 +96,22 @@ async def serve(settings: Settings) -> int:
                 )
                 return 1
             log.info(
-                "serving url=http://%s:%s/v1 workdir=%s state_dir=%s max_concurrent=%s version=%s",
+                "serving url=http://%s:%s/v1 workdir=%s state_dir=%s max_concurrent=%s warm_max=%s version=%s",
                 settings.proxy_host, settings.proxy_port, settings.workdir, settings.state_dir,
-                settings.max_concurrent, __version__,
+                settings.max_concurrent, settings.warm_max, __version__,
             )  # fmt: skip
             await stop.wait()
+            stop.clear()  # a second signal skips the grace period
+            log.info("draining running_turns=%s grace_s=%s", engine.running, settings.shutdown_grace)
+            if BOT in app:
+                await app[BOT].stop_polling()
+            drain = asyncio.create_task(engine.drain(settings.shutdown_grace))
+            await asyncio.wait([drain, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+            drain.cancel()
             log.info("shutting_down running_turns=%s", engine.running)
             await runner.cleanup()
-    except StoreError as exc:
-        print(f"claude-max: {exc}; check STATE_DIR", file=sys.stderr)
+    except (StoreError, AlreadyRunning) as exc:
+        print(f"claude-max: {exc}", file=sys.stderr)
         return 1
     log.info("stopped")
     return 0

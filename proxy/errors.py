@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from core.config import RETRY_AFTER_SECONDS
 from core.errors import (
     ActivityTimeout,
     CLIUnavailable,
     EngineError,
     Saturated,
+    ShuttingDown,
     TurnCancelled,
     TurnFailed,
     UpstreamError,
@@ -70,6 +72,10 @@ def engine_failure(exc: EngineError) -> ApiFailure:
         return _upstream(exc)
     if isinstance(exc, ActivityTimeout):
         return ApiFailure(504, "timeout", exc.message, code="activity_timeout")
+    if isinstance(exc, ShuttingDown):
+        return ApiFailure(
+            503, "service_unavailable", exc.message, code="shutting_down", retry_after=RETRY_AFTER_SECONDS
+        )
     if isinstance(exc, TurnCancelled):
         return ApiFailure(503, "service_unavailable", exc.message, code="cancelled")
     if isinstance(exc, TurnFailed):

@@ -415,6 +415,7 @@ async def test_sigterm_stops_the_bot_quickly(
     env = {
         **os.environ, "CLAUDE_BIN": str(claude_cli), "STATE_DIR": str(tmp_path / "state"), "PROXY_PORT": str(port),
         "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": telegram.root, "TELEGRAM_ALLOWED_USERS": str(USER),
+        "SHUTDOWN_GRACE": "1",
     }  # fmt: skip
     daemon = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "claude-max"), "serve", "--env-file", str(tmp_path / "none.env"),

@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import wait_no_processes
+from tests.conftest import cmdline, processes_marked, running_commands, wait_no_processes
 from tests.mock_anthropic import MockAnthropic
 
 COMMAND = Path(sys.executable).parent / "claude-max"
@@ -38,7 +38,12 @@ async def run(*args: str, env: dict[str, str] | None = None, within: float = 60)
 
 @pytest.fixture
 def daemon_env(cli_env: str, claude_cli: Path, tmp_path: Path) -> dict[str, str]:
-    return {"CLAUDE_BIN": str(claude_cli), "STATE_DIR": str(tmp_path / "state"), "PROXY_PORT": str(free_port())}
+    return {
+        "CLAUDE_BIN": str(claude_cli),
+        "STATE_DIR": str(tmp_path / "state"),
+        "PROXY_PORT": str(free_port()),
+        "SHUTDOWN_GRACE": "1",
+    }
 
 
 @pytest.fixture
@@ -81,6 +86,88 @@ async def test_serve_answers_and_stops_cleanly_on_sigterm(
     assert "event=stopped" in log and "sk-test-not-a-real-key" not in log
 
 
+async def test_sigterm_drains_running_turns_then_stops(
+    serve: asyncio.subprocess.Process, daemon_env: dict[str, str], cli_env: str, mock_api: MockAnthropic
+) -> None:
+    """SIGTERM with 4 turns running: they finish within the grace period, new requests get 503."""
+    url = f"http://127.0.0.1:{daemon_env['PROXY_PORT']}/v1"
+    client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0, timeout=30)
+    running = [
+        asyncio.create_task(
+            client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": f"LONG12 SLOW {i}"}])
+        )
+        for i in range(4)
+    ]
+    while mock_api.in_flight < 4:
+        await asyncio.sleep(0.02)
+    serve.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.2)
+    with pytest.raises(openai.APIStatusError) as caught:
+        await client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "too late"}])
+    assert caught.value.status_code == 503 and caught.value.code == "shutting_down"
+    answers = await asyncio.gather(*running)
+    assert all(a.choices[0].message.content == "".join(f"w{n} " for n in range(12)) for a in answers)
+    async with asyncio.timeout(15):
+        assert await serve.wait() == 0
+    await client.close()
+    assert await wait_no_processes(cli_env, within=5) == []
+
+
+async def test_sigkill_leftovers_are_reaped_by_the_next_start(
+    daemon_env: dict[str, str], cli_env: str, mock_api: MockAnthropic, tmp_path: Path
+) -> None:
+    first = await asyncio.create_subprocess_exec(
+        str(COMMAND), "serve", env={**os.environ, **daemon_env}, stderr=asyncio.subprocess.PIPE
+    )
+    assert first.stderr is not None
+    while b"event=serving" not in await first.stderr.readline():
+        pass
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{daemon_env['PROXY_PORT']}/v1", api_key="x", max_retries=0)
+    turn = asyncio.create_task(
+        client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "SLEEP_TOOL"}])
+    )
+    while not running_commands(cli_env, b"time.sleep"):
+        await asyncio.sleep(0.05)
+    first.kill()  # SIGKILL: no cleanup at all
+    await first.wait()
+    with pytest.raises(openai.APIError):
+        await turn
+    await client.close()
+    # The CLI dies with the daemon (parent-death signal); the tool's command it started is orphaned.
+    for _ in range(50):
+        if not running_commands(cli_env, b"--output-format"):
+            break
+        await asyncio.sleep(0.1)
+    assert running_commands(cli_env, b"--output-format") == []
+    orphans = running_commands(cli_env, b"time.sleep")
+    assert orphans, "the orphaned tool command survives the SIGKILL"
+    second = await asyncio.create_subprocess_exec(
+        str(COMMAND), "serve", env={**os.environ, **daemon_env}, stderr=asyncio.subprocess.PIPE
+    )
+    assert second.stderr is not None
+    log = b""
+    while b"event=serving" not in (line := await second.stderr.readline()):
+        log += line
+    assert b"event=reaped_leftovers processes=" in log
+    for _ in range(50):
+        leftover = [pid for pid in processes_marked(cli_env) if pid != second.pid]
+        if not leftover:
+            break
+        await asyncio.sleep(0.1)
+    assert leftover == [], [b" ".join(cmdline(pid)) for pid in leftover]
+    second.terminate()
+    assert await second.wait() == 0
+
+
+async def test_a_second_daemon_on_the_same_state_is_refused(
+    serve: asyncio.subprocess.Process, daemon_env: dict[str, str]
+) -> None:
+    code, _, err = await run("serve", "--port", str(free_port()), env=daemon_env)
+    assert code == 1 and f"another claude-max (pid {serve.pid}) is running" in err
+    code, _, err = await run("serve", "--state-dir", daemon_env["STATE_DIR"] + "-other", env=daemon_env)
+    assert code == 1 and "is another daemon running?" in err
+
+
 async def test_bad_setting_stops_the_start(daemon_env: dict[str, str]) -> None:
     code, _, err = await run("serve", env={**daemon_env, "MAX_CONCURRENT": "lots"})
     assert code == 2 and "MAX_CONCURRENT" in err
@@ -96,7 +183,22 @@ async def test_port_in_use_is_a_clear_error(daemon_env: dict[str, str]) -> None:
         holder.bind(("127.0.0.1", int(daemon_env["PROXY_PORT"])))
         holder.listen()
         code, _, err = await run("serve", env=daemon_env)
-    assert code == 1 and "cannot listen on 127.0.0.1" in err and "claude-max doctor" in err
+    assert code == 2 and "cannot listen on 127.0.0.1" in err and f"held by pid {os.getpid()}" in err
+
+
+async def test_start_with_the_cli_missing_is_refused(daemon_env: dict[str, str]) -> None:
+    code, _, err = await run("serve", env={**daemon_env, "CLAUDE_BIN": "/nowhere/claude"})
+    assert code == 2 and "cannot start: Claude Code CLI" in err and "npm install -g @anthropic-ai/claude-code" in err
+
+
+async def test_start_not_logged_in_is_refused(daemon_env: dict[str, str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ANTHROPIC_API_KEY"}
+    env.update(daemon_env)
+    process = await asyncio.create_subprocess_exec(
+        str(COMMAND), "serve", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+    _, err = await process.communicate()
+    assert process.returncode == 2 and "not logged in" in err.decode() and "claude auth login" in err.decode()
 
 
 async def test_doctor_all_well(daemon_env: dict[str, str]) -> None:
@@ -125,8 +227,8 @@ async def test_unusable_state_dir_is_a_clear_error(daemon_env: dict[str, str], t
     blocked = tmp_path / "a-file"
     blocked.write_text("not a directory")
     code, _, err = await run("serve", env={**daemon_env, "STATE_DIR": str(blocked / "state")})
-    assert code == 1 and "Traceback" not in err
-    assert "CLAUDE_WORKDIR" in err or "STATE_DIR" in err
+    assert code == 2 and "Traceback" not in err
+    assert "not writable" in err and "STATE_DIR" in err
 
 
 async def test_doctor_recognises_its_own_running_daemon(
