@@ -331,6 +331,7 @@ class Turn:
         self._has_slot = False
         self._cancel_reason: str | None = None
         self._yielded_content = False
+        self.first_token_after: float | None = None  # seconds from the request to the first answer text
         self._debug = engine.settings.debug_enabled
 
     # -- entering: lock, slot, spawn ----------------------------------------------
@@ -438,7 +439,9 @@ class Turn:
                     yield event
                     delta = self.answer.feed(event)
                     if delta is not None:
-                        self._yielded_content = True
+                        if not self._yielded_content:
+                            self._yielded_content = True
+                            self.first_token_after = time.monotonic() - self.started
                         yield delta
         except ActivityTimeout as exc:
             exc.session_id = self.session_id

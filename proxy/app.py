@@ -15,7 +15,8 @@ from core.engine import Engine
 from core.models import listed_models
 from proxy.chat import chat_completions
 from proxy.errors import error_middleware
-from proxy.keys import BOT, ENGINE, SETTINGS, get_engine
+from proxy.keys import BOT, ENGINE, METRICS, SETTINGS, get_engine
+from proxy.metrics import Metrics
 from proxy.schema import ModelCard, ModelList
 from proxy.security import auth_middleware, body_limit_middleware, origin_middleware
 
@@ -55,6 +56,8 @@ async def request_log_middleware(request: web.Request, handler: Handler) -> web.
             "request method=%s path=%s status=%s duration_ms=%.0f",
             request.method, request.path, status, (time.monotonic() - started) * 1000,
         )  # fmt: skip
+        if METRICS in request.app:
+            request.app[METRICS].count_request(request, status)
 
 
 def _add_bot(app: web.Application, settings: Settings) -> None:
@@ -87,10 +90,12 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     async def engine_context(app: web.Application) -> AsyncIterator[None]:
         if engine is not None:
             app[ENGINE] = engine
+            app[METRICS] = Metrics(engine)
             yield
             return
         async with Engine(settings) as own:
             app[ENGINE] = own
+            app[METRICS] = Metrics(own)
             yield
 
     async def cancel_turns(app: web.Application) -> None:
@@ -104,4 +109,5 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/metrics", lambda request: request.app[METRICS].handler(request))
     return app

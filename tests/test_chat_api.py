@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import aiohttp
 import openai
@@ -254,3 +255,32 @@ async def test_usage_ledger_counts_each_turn_once(daemon: Daemon) -> None:
     assert costs[0] > 0 and costs[0] == pytest.approx(costs[1]) == pytest.approx(costs[2]), (
         "a resumed session's running total is not the turn's cost"
     )
+
+
+async def test_metrics_tell_what_ran(start_daemon: Callable[..., object]) -> None:
+    daemon: Daemon = await start_daemon(proxy_api_keys="sk-metrics")  # type: ignore[assignment]
+    client = daemon.client("sk-metrics")
+    await client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "count me"}])
+    with pytest.raises(openai.RateLimitError):
+        await client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "ERR429"}])
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{daemon.url}/metrics") as response:
+            assert response.status == 401, "protected like /v1 when keys are set"
+        for _ in range(100):  # turn metrics are taken when the turn has ended, just after the answer
+            async with session.get(f"{daemon.url}/metrics", headers={"Authorization": "Bearer sk-metrics"}) as r:
+                text = await r.text()
+            if 'claude_max_turns_total{face="http",outcome="upstream_error"} 1.0' in text:
+                break
+            await asyncio.sleep(0.05)
+    assert 'claude_max_turns_total{face="http",outcome="ok"} 1.0' in text
+    assert 'claude_max_turns_total{face="http",outcome="upstream_error"} 1.0' in text
+    assert 'claude_max_requests_total{route="/v1/chat/completions",status="200"} 1.0' in text
+    assert 'claude_max_requests_total{route="/v1/chat/completions",status="429"} 1.0' in text
+    model = next(
+        line.split('model="')[1].split('"')[0] for line in text.splitlines() if "claude_max_tokens_total{" in line
+    )
+    prompt = INPUT_TOKENS + CACHE_READ_TOKENS + CACHE_WRITE_TOKENS
+    assert f'claude_max_tokens_total{{kind="prompt",model="{model}"}} {float(prompt)}' in text
+    assert 'claude_max_time_to_first_token_seconds_count{face="http"} 1.0' in text
+    assert "claude_max_turns_running 0.0" in text and "claude_max_warm_processes 1.0" in text
+    assert "claude_max_cost_usd_total" in text
