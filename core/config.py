@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     proxy_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     proxy_allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     proxy_max_body_mb: float = Field(default=10.0, gt=0)
+    proxy_progress: Literal["off", "reasoning", "text"] = "reasoning"
+    proxy_progress_every: float = Field(default=15.0, gt=0)
 
     telegram_bot_token: SecretStr | None = None
     telegram_allowed_users: Annotated[list[int], NoDecode] = Field(default_factory=list)

@@ -41,6 +41,18 @@ class UsageTotals:
 
 
 @dataclass(frozen=True)
+class UsageRow:
+    day: str
+    face: str
+    model: str
+    turns: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost_usd: float
+
+
+@dataclass(frozen=True)
 class Conversation:
     key: str
     session_id: str
@@ -216,6 +228,17 @@ class SessionStore:
             row = await cursor.fetchone()
         assert row is not None
         return UsageTotals(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
+
+    async def usage_by_day(self, since: float) -> list[UsageRow]:
+        """Turns, tokens and cost per local day, face and model, since a Unix time; newest day first."""
+        query = """
+            SELECT date(finished_at, 'unixepoch', 'localtime') AS day, face, model, COUNT(*),
+                   SUM(prompt_tokens), SUM(completion_tokens), SUM(cached_tokens), SUM(cost_usd)
+            FROM turns WHERE finished_at >= ? GROUP BY day, face, model ORDER BY day DESC, face, model
+        """
+        async with self.db.execute(query, (since,)) as cursor:
+            rows = await cursor.fetchall()
+        return [UsageRow(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6]), float(r[7])) for r in rows]
 
     async def preferred_model(self, key: str) -> str | None:
         async with self.db.execute("SELECT model FROM preferences WHERE key = ?", (key,)) as cursor:

@@ -1,4 +1,5 @@
-"""The `claude-max` command: `serve` runs the daemon, `doctor` says what is wrong."""
+"""The `claude-max` command: `serve` runs the daemon, `doctor` says what is wrong, and helpers
+for running it for real (`service`, `usage`, `openclaw-config`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -17,9 +20,14 @@ from core.doctor import run_checks
 from core.engine import Engine
 from core.hygiene import AlreadyRunning
 from core.logs import configure_logging
-from core.store import StoreError
+from core.store import SessionStore, StoreError
+from proxy import openclaw
 from proxy.app import create_app
 from proxy.keys import BOT
+from proxy.service import ServiceError
+from proxy.service import install as install_service
+from proxy.service import plan as service_plan
+from proxy.service import uninstall as uninstall_service
 
 log = logging.getLogger("claude_max")
 
@@ -43,16 +51,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"claude-max {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (
-        ("serve", "run the daemon: the HTTP API, and the Telegram bot when TELEGRAM_BOT_TOKEN is set"),
-        ("doctor", "check the CLI, its login, the state directory, the port and the settings"),
-    ):
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+
+    def command(name: str, help_text: str, parent: Any = commands) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default: ./.env)")
         for flag, _, kind, flag_help in _FLAGS:
             sub.add_argument(flag, type=kind, default=None, help=flag_help)
-        if name == "serve":
-            sub.add_argument("--debug", action="store_true", help="log every request and every CLI event (DEBUG)")
+        return sub
+
+    serve_command = command(
+        "serve", "run the daemon: the HTTP API, and the Telegram bot when TELEGRAM_BOT_TOKEN is set"
+    )
+    serve_command.add_argument("--debug", action="store_true", help="log every request and every CLI event (DEBUG)")
+    command("doctor", "check the CLI, its login, the state directory, the port, Telegram and the settings")
+    usage = command("usage", "tokens and cost of the last days, by day, face (http/telegram) and model")
+    usage.add_argument("--days", type=int, default=7, help="how many days back (default: 7)")
+    openclaw = command("openclaw-config", "print a provider block for OpenClaw's openclaw.json")
+    openclaw.add_argument("--public-host", default=None, help="host name clients use to reach the proxy")
+    service = commands.add_parser("service", help="install or remove the daemon as a user service (systemd, launchd)")
+    service_commands = service.add_subparsers(dest="action", required=True)
+    for action, help_text in (
+        ("install", "write the unit (systemd user unit on Linux, launchd agent on macOS) and start it"),
+        ("uninstall", "stop the service and remove its unit"),
+    ):
+        sub = command(action, help_text, service_commands)
+        sub.add_argument("--no-start", action="store_true", help="only write or remove the file; print the commands")
     return parser
 
 
@@ -129,6 +152,59 @@ async def doctor(settings: Settings) -> int:
     return 0 if not failed else 1
 
 
+async def usage(settings: Settings, days: int) -> int:
+    store = SessionStore(settings.state_dir)
+    await store.open()
+    try:
+        rows = await store.usage_by_day(time.time() - days * 86400)
+    finally:
+        await store.close()
+    if not rows:
+        print(f"no turns in the last {days} days")
+        return 0
+    header = ("day", "face", "model", "turns", "prompt tokens", "completion tokens", "cached", "cost USD")
+    table = [header] + [
+        (r.day, r.face, r.model, str(r.turns), f"{r.prompt_tokens:,}", f"{r.completion_tokens:,}",
+         f"{r.cached_tokens:,}", f"{r.cost_usd:.4f}")
+        for r in rows
+    ]  # fmt: skip
+    total = (
+        "total", "", "", str(sum(r.turns for r in rows)), f"{sum(r.prompt_tokens for r in rows):,}",
+        f"{sum(r.completion_tokens for r in rows):,}", f"{sum(r.cached_tokens for r in rows):,}",
+        f"{sum(r.cost_usd for r in rows):.4f}",
+    )  # fmt: skip
+    table.append(total)
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for index, row in enumerate(table):
+        print(
+            "  ".join(
+                cell.rjust(w) if i >= 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+        if index == 0 or index == len(table) - 2:
+            print("  ".join("-" * w for w in widths))
+    return 0
+
+
+def service(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        unit = service_plan(settings, env_file=args.env_file)
+    except ServiceError as exc:
+        print(f"claude-max: {exc}", file=sys.stderr)
+        return 1
+    if args.action == "install":
+        pending = install_service(unit, start=not args.no_start)
+        print(f"wrote {unit.path}")
+    else:
+        existed, pending = uninstall_service(unit, stop=not args.no_start)
+        print(f"removed {unit.path}" if existed else f"{unit.path} was not installed")
+    if pending:
+        print("run these yourself:", *pending, sep="\n  ")
+    for note in unit.notes if args.action == "install" else []:
+        print(note)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -142,6 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(debug=settings.debug_enabled, secrets=secrets)
     if args.command == "serve":
         return asyncio.run(serve(settings))
+    if args.command == "usage":
+        return asyncio.run(usage(settings, args.days))
+    if args.command == "openclaw-config":
+        print(openclaw.render(settings, args.public_host))
+        return 0
+    if args.command == "service":
+        return service(settings, args)
     return asyncio.run(doctor(settings))
 
 

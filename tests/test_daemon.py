@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ import openai
 import pytest
 
 from tests.conftest import cmdline, processes_marked, running_commands, wait_no_processes
-from tests.mock_anthropic import MockAnthropic
+from tests.mock_anthropic import CACHE_READ_TOKENS, CACHE_WRITE_TOKENS, INPUT_TOKENS, MockAnthropic
 
 COMMAND = Path(sys.executable).parent / "claude-max"
 
@@ -246,3 +247,76 @@ async def test_doctor_names_who_holds_the_port(daemon_env: dict[str, str]) -> No
         code, out, _ = await run("doctor", env=daemon_env)
     assert code == 1
     assert f"held by pid {os.getpid()}" in out
+
+
+async def test_usage_command_shows_what_ran(daemon_env: dict[str, str], mock_api: MockAnthropic) -> None:
+    process = await asyncio.create_subprocess_exec(
+        str(COMMAND), "serve", env={**os.environ, **daemon_env}, stderr=asyncio.subprocess.DEVNULL
+    )
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{daemon_env['PROXY_PORT']}/v1", api_key="x", max_retries=0)
+    for _ in range(100):
+        try:
+            await client.models.list()
+            break
+        except openai.APIConnectionError:
+            await asyncio.sleep(0.1)
+    for text in ("one", "two"):
+        await client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": text}])
+    await client.close()
+    process.terminate()
+    await process.wait()
+    code, out, _ = await run("usage", "--days", "1", env=daemon_env)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["day", "face", "model"]
+    row = next(line for line in lines if " http " in line)
+    assert row.split()[3] == "2", "two turns"
+    prompt = 2 * (INPUT_TOKENS + CACHE_READ_TOKENS + CACHE_WRITE_TOKENS)
+    assert f"{prompt:,}" in row and lines[-1].startswith("total")
+
+
+async def test_openclaw_config(daemon_env: dict[str, str]) -> None:
+    code, out, _ = await run("openclaw-config", env={**daemon_env, "PROXY_API_KEYS": "sk-claw"})
+    assert code == 0
+    config = json.loads(out)
+    provider = config["models"]["providers"]["claude-max"]
+    assert provider["baseUrl"] == f"http://127.0.0.1:{daemon_env['PROXY_PORT']}/v1"
+    assert provider["apiKey"] == "sk-claw" and provider["api"] == "openai-completions"
+    assert [m["id"] for m in provider["models"]] == ["claude-opus-4", "claude-sonnet-4", "claude-haiku-4"]
+    assert all(m["contextWindow"] >= 200_000 and m["maxTokens"] > 0 and m["reasoning"] for m in provider["models"])
+    assert config["agents"]["defaults"]["model"]["primary"] == "claude-max/claude-sonnet-4"
+
+
+async def test_service_install_and_uninstall(daemon_env: dict[str, str], tmp_path: Path, claude_cli: Path) -> None:
+    env = {**daemon_env, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    env_file = tmp_path / "app" / ".env"
+    env_file.parent.mkdir()
+    env_file.write_text("PROXY_PORT=4777\n")
+    code, out, _ = await run("service", "install", "--no-start", "--env-file", str(env_file), env=env)
+    assert code == 0
+    unit_path = tmp_path / "xdg/systemd/user/claude-max.service"
+    unit = unit_path.read_text()
+    assert f"ExecStart={sys.executable} -m proxy.cli serve --env-file {env_file}" in unit
+    assert f"WorkingDirectory={env_file.parent}" in unit and "Restart=on-failure" in unit
+    assert f"Environment=CLAUDE_BIN={claude_cli}" in unit
+    path_line = next(line for line in unit.splitlines() if line.startswith("Environment=PATH="))
+    assert str(claude_cli.parent) in path_line.split("=", 2)[2].split(":")
+    assert "systemctl --user enable --now claude-max" in out and "loginctl enable-linger" in out
+    code, out, _ = await run("service", "uninstall", "--no-start", "--env-file", str(env_file), env=env)
+    assert code == 0 and not unit_path.exists()
+
+
+def test_launchd_agent_for_macos(tmp_path: Path, claude_cli: Path) -> None:
+    import plistlib
+
+    from core.config import Settings
+    from proxy.service import plan
+
+    settings = Settings(_env_file=None, claude_bin=str(claude_cli))
+    agent = plan(settings, env_file=tmp_path / ".env", platform="darwin")
+    assert agent.path.name == "com.claude-max.daemon.plist" and "LaunchAgents" in str(agent.path)
+    parsed = plistlib.loads(agent.content)
+    assert parsed["ProgramArguments"][:4] == [sys.executable, "-m", "proxy.cli", "serve"]
+    assert parsed["KeepAlive"] == {"SuccessfulExit": False} and parsed["RunAtLoad"] is True
+    assert parsed["EnvironmentVariables"]["CLAUDE_BIN"] == str(claude_cli)
+    assert agent.start[0][:2] == ["launchctl", "bootstrap"]

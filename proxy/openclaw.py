@@ -1,0 +1,54 @@
+"""`claude-max openclaw-config`: a provider block for OpenClaw's `openclaw.json`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from core.config import Settings
+
+PROVIDER = "claude-max"
+
+# What OpenClaw needs to know per model. Claude's context is 200k tokens (1M for some plans and
+# models; OpenClaw then simply compacts earlier than it could). `reasoning: true` makes OpenClaw count
+# the reasoning deltas the proxy streams during long tool runs as activity (PROXY_PROGRESS=reasoning).
+_MODELS = [
+    ("claude-opus-4", "Claude Opus (subscription)", 32_000),
+    ("claude-sonnet-4", "Claude Sonnet (subscription)", 64_000),
+    ("claude-haiku-4", "Claude Haiku (subscription)", 32_000),
+]
+
+
+def provider_config(settings: Settings, host: str | None = None) -> dict[str, Any]:
+    shown_host = host or ("127.0.0.1" if settings.proxy_host in ("0.0.0.0", "::") else settings.proxy_host)
+    key = settings.proxy_api_keys[0].get_secret_value() if settings.proxy_api_keys else "not-needed"
+    models = [
+        {
+            "id": model_id,
+            "name": name,
+            "reasoning": settings.proxy_progress == "reasoning",
+            "input": ["text", "image"],
+            "contextWindow": 200_000,
+            "maxTokens": max_tokens,
+            "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0},
+        }
+        for model_id, name, max_tokens in _MODELS
+    ]
+    return {
+        "models": {
+            "mode": "merge",
+            "providers": {
+                PROVIDER: {
+                    "baseUrl": f"http://{shown_host}:{settings.proxy_port}/v1",
+                    "apiKey": key,
+                    "api": "openai-completions",
+                    "models": models,
+                }
+            },
+        },
+        "agents": {"defaults": {"model": {"primary": f"{PROVIDER}/claude-sonnet-4"}}},
+    }
+
+
+def render(settings: Settings, host: str | None = None) -> str:
+    return json.dumps(provider_config(settings, host), indent=2)
