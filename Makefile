@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 CLAUDE_CODE_VERSION := 2.1.331
 CLI_DIR := .cache/claude-code-$(CLAUDE_CODE_VERSION)
 TEST_CLI := $(CLI_DIR)/node_modules/.bin/claude
+JS_CLIENT := tests/js/node_modules/openai/package.json
 
 .PHONY: serve test lint bench clean
 
@@ -27,6 +28,10 @@ $(TEST_CLI):
 	npm install --silent --no-fund --no-audit --prefix $(CLI_DIR) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
 	$(TEST_CLI) --version
 
+$(JS_CLIENT): tests/js/package.json tests/js/package-lock.json
+	npm ci --silent --no-fund --no-audit --prefix tests/js
+	touch $@
+
 serve: $(VENV)/.installed
 	$(BIN)/claude-max serve
 
@@ -34,11 +39,11 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(VENV)/.test-installed $(TEST_CLI) lint
+test: $(VENV)/.test-installed $(TEST_CLI) $(JS_CLIENT) lint
 	CLAUDE_MAX_TEST_CLI=$(abspath $(TEST_CLI)) $(BIN)/pytest -q
 
 bench: $(VENV)/.test-installed $(TEST_CLI)
 	CLAUDE_MAX_TEST_CLI=$(abspath $(TEST_CLI)) $(BIN)/python scripts/bench.py
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache tests/js/node_modules

@@ -27,9 +27,10 @@ from telegram.ext import (
 
 from bot.calls import send
 from bot.chat import ChatSession, Job, conversation_key
-from bot.progress import STOP_DATA, format_duration
+from bot.progress import STOP_DATA
 from bot.uploads import UploadRefused, check_size, upload_path
 from core.config import Settings
+from core.describe import format_duration
 from core.engine import Engine, Turn
 from core.errors import ActivityTimeout, SessionNotFound, TurnFailed
 from core.models import UnknownModel, listed_models, resolve_model

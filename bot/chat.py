@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from telegram import Bot
 
 from bot.calls import send
-from bot.progress import Progress, format_duration
+from bot.progress import Progress
 from bot.render import render
 from core.answer import AnswerDelta
 from core.config import Settings
+from core.describe import format_duration
 from core.engine import SHUTDOWN_REASON, Engine, Turn, TurnRequest
 from core.errors import (
     ActivityTimeout,

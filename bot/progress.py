@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,7 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
 from bot.calls import is_not_modified, retry_after_seconds, send
+from core.describe import describe_tool, format_duration
 
 log = logging.getLogger("bot.progress")
 
@@ -33,37 +33,6 @@ TICK = 0.25
 SHOWN_TOOLS = 6
 PREVIEW_CHARS = 600
 _draft_ids = itertools.count(1)
-
-_SECRETS = re.compile(r"(?i)(bearer\s+|(?:token|key|secret|password)[=:]\s*)\S+|sk-[A-Za-z0-9_-]{8,}")
-_TOOL_ICONS = {"Bash": "💻", "Read": "📄", "Edit": "✏️", "Write": "📝", "Grep": "🔎", "Glob": "🔎", "WebFetch": "🌐",
-               "WebSearch": "🌐", "Task": "🤖", "Agent": "🤖", "TodoWrite": "📋"}  # fmt: skip
-_TOOL_FIELDS = ("command", "file_path", "notebook_path", "path", "pattern", "url", "query", "description", "prompt")
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
-
-
-def describe_tool(name: str, tool_input: dict[str, Any], limit: int = 80) -> str:
-    """A one-line, shortened, secret-masked summary of a tool call: the command, the file, the query."""
-    detail = ""
-    for key in _TOOL_FIELDS:
-        value = tool_input.get(key)
-        if isinstance(value, str) and value.strip():
-            detail = value
-            break
-    detail = _SECRETS.sub(lambda m: (m.group(1) or "") + "***", " ".join(detail.split()))
-    if len(detail) > limit:
-        detail = detail[: limit - 1] + "…"
-    icon = _TOOL_ICONS.get(name, "🔧")
-    return f"{icon} {name}: {detail}" if detail else f"{icon} {name}"
 
 
 def stop_keyboard() -> InlineKeyboardMarkup:

@@ -24,6 +24,7 @@ from typing import Any
 
 from core.answer import AnswerBuilder, AnswerDelta
 from core.config import RETRY_AFTER_SECONDS, Settings
+from core.describe import describe_tool
 from core.errors import (
     ActivityTimeout,
     CLIUnavailable,
@@ -332,6 +333,7 @@ class Turn:
         self._cancel_reason: str | None = None
         self._yielded_content = False
         self.first_token_after: float | None = None  # seconds from the request to the first answer text
+        self.last_tool = ""  # the main thread's latest tool call, described for people
         self._debug = engine.settings.debug_enabled
 
     # -- entering: lock, slot, spawn ----------------------------------------------
@@ -470,6 +472,8 @@ class Turn:
                 self.model_reported = event.model
         elif isinstance(event, ToolStart):
             process.note(f"tool {event.name}")
+            if event.parent_tool_use_id is None:
+                self.last_tool = describe_tool(event.name, event.input)
         elif isinstance(event, ToolResult):
             process.note("tool result")
         elif isinstance(event, ApiRetry):

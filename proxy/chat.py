@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -11,6 +13,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from core.answer import AnswerDelta
+from core.describe import describe_tool, format_duration
 from core.engine import Turn, TurnRequest
 from core.errors import EngineError
 from core.events import Result, ThinkingDelta, ToolStart, Usage
@@ -130,7 +133,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     engine = get_engine(request)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await _stream(request, engine.turn(turn_request), requested, include_usage)
+        sse = _SSE(request, requested, settings.proxy_progress)
+        # The client will send back what it received, progress lines included: fingerprint that.
+        turn_request = dataclasses.replace(turn_request, head_after=lambda _answer: plan.head_after(sse.sent_text))
+        return await _stream(sse, engine.turn(turn_request), include_usage, settings.proxy_progress_every)
     async with engine.turn(turn_request) as turn:
         async for _ in turn:
             pass
@@ -149,18 +155,33 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 class _SSE:
     """One SSE answer. Started lazily, so failures before any output get a proper HTTP status."""
 
-    def __init__(self, request: web.Request, turn: Turn, requested_model: str) -> None:
+    def __init__(self, request: web.Request, requested_model: str, progress: str) -> None:
         self._request = request
-        self._turn = turn
         self._requested = requested_model
+        self.progress_mode = progress
+        self.turn: Turn | None = None
         self.id = completion_id()
         self.created = int(time.time())
         self.response: web.StreamResponse | None = None
+        self.last_write = time.monotonic()
+        self.finished = False
+        self._sent: list[str] = []
+        self._write_lock = asyncio.Lock()
         self._content_frame: tuple[str, bytes, bytes] | None = None  # (model, before, after) of a content chunk
 
     @property
     def model(self) -> str:
-        return self._turn.model_reported or self._requested
+        return (self.turn.model_reported if self.turn else "") or self._requested
+
+    @property
+    def sent_text(self) -> str:
+        return "".join(self._sent)
+
+    async def _write(self, data: bytes) -> None:
+        assert self.response is not None
+        async with self._write_lock:  # the progress task writes too
+            await self.response.write(data)
+        self.last_write = time.monotonic()
 
     async def start(self) -> None:
         if self.response is not None:
@@ -179,8 +200,18 @@ class _SSE:
             before, _, after = rendered.partition(json.dumps(marker)[1:-1])
             self._content_frame = (model, b"data: " + before.encode(), after.encode() + b"\n\n")
         _, before, after = self._content_frame
-        assert self.response is not None
-        await self.response.write(before + json.dumps(text, ensure_ascii=False)[1:-1].encode() + after)
+        self._sent.append(text)
+        await self._write(before + json.dumps(text, ensure_ascii=False)[1:-1].encode() + after)
+
+    async def progress(self, line: str) -> None:
+        """What Claude is doing, so clients' idle watchdogs see activity during long tool runs."""
+        if self.progress_mode == "off" or self.finished:
+            return
+        await self.start()
+        if self.progress_mode == "reasoning":
+            await self.chunk(Delta(reasoning_content=line + "\n"))
+        else:
+            await self.content(f"\n> {line}\n\n")
 
     def _payload(self, delta: Delta, finish: FinishReason | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(
@@ -191,26 +222,47 @@ class _SSE:
         await self.send(self._payload(delta, finish).model_dump(mode="json"))
 
     async def send(self, data: dict[str, Any]) -> None:
-        assert self.response is not None
-        await self.response.write(b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n")
+        await self._write(b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n")
 
     async def done(self) -> None:
         assert self.response is not None
-        await self.response.write(b"data: [DONE]\n\n")
+        self.finished = True
+        await self._write(b"data: [DONE]\n\n")
         await self.response.write_eof()
 
 
-async def _stream(request: web.Request, turn: Turn, requested: str, include_usage: bool) -> web.StreamResponse:
-    sse = _SSE(request, turn, requested)
+async def _keep_alive(sse: _SSE, turn: Turn, every: float) -> None:
+    """During silences (a long tool run, a long think), say that the turn is still at work."""
+    last_tool = ""
+    while not sse.finished:
+        await asyncio.sleep(min(every / 3, 1.0))
+        if turn.result is not None or sse.finished:
+            return
+        if time.monotonic() - sse.last_write >= every:
+            last_tool = turn.last_tool or last_tool
+            doing = f"; last: {last_tool}" if last_tool else ""
+            await sse.progress(f"… still working ({format_duration(turn.elapsed)}{doing})")
+
+
+async def _stream(sse: _SSE, turn: Turn, include_usage: bool, progress_every: float) -> web.StreamResponse:
+    sse.turn = turn
     async with turn:
+        keeper = asyncio.create_task(_keep_alive(sse, turn, progress_every)) if sse.progress_mode != "off" else None
         try:
             async for event in turn:
                 if isinstance(event, AnswerDelta):
                     await sse.start()
                     await sse.content(event.text)
-                elif isinstance(event, (ToolStart, ThinkingDelta)):
+                elif isinstance(event, ToolStart):
                     await sse.start()
+                    if event.parent_tool_use_id is None:
+                        await sse.progress(describe_tool(event.name, event.input))
+                elif isinstance(event, ThinkingDelta):
+                    await sse.start()
+                    if sse.progress_mode == "reasoning" and event.parent_tool_use_id is None:
+                        await sse.chunk(Delta(reasoning_content=event.text))
                 elif isinstance(event, Result):
+                    sse.finished = True
                     await sse.start()
                     await sse.chunk(Delta(), finish=finish_reason(event))
                     if include_usage:
@@ -223,9 +275,13 @@ async def _stream(request: web.Request, turn: Turn, requested: str, include_usag
         except EngineError as exc:
             if sse.response is None:
                 raise  # nothing sent yet: the error middleware answers with a proper status
+            sse.finished = True
             failure = engine_failure(exc)
             log.info("stream_failed status=%s code=%s", failure.status, failure.code)
             await sse.send(failure.body().model_dump(mode="json"))
             await sse.done()
+        finally:
+            if keeper is not None:
+                keeper.cancel()
     assert sse.response is not None
     return sse.response

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -207,3 +208,15 @@ def fake_cli(tmp_path: Path) -> Callable[[str], Path]:
         return path
 
     return build
+
+
+JS_CLIENT = Path(__file__).parent / "js" / "openclaw_client.mjs"
+
+
+@pytest.fixture(scope="session")
+def openclaw_client() -> list[str]:
+    """The command that runs the OpenClaw-style JS client (installed by `make test`)."""
+    node = shutil.which("node")
+    if node is None or not (JS_CLIENT.parent / "node_modules" / "openai").is_dir():
+        pytest.fail("the openai JS SDK is not installed in tests/js; run the tests with `make test`", pytrace=False)
+    return [node, str(JS_CLIENT)]

@@ -284,3 +284,22 @@ async def test_metrics_tell_what_ran(start_daemon: Callable[..., object]) -> Non
     assert 'claude_max_time_to_first_token_seconds_count{face="http"} 1.0' in text
     assert "claude_max_turns_running 0.0" in text and "claude_max_warm_processes 1.0" in text
     assert "claude_max_cost_usd_total" in text
+
+
+async def test_progress_modes(start_daemon: Callable[..., object]) -> None:
+    body = {"model": "sonnet", "stream": True, "messages": [{"role": "user", "content": "USE_TOOL and THINK"}]}
+    quiet: Daemon = await start_daemon(proxy_progress="off")  # type: ignore[assignment]
+    answer = await post_sse(f"{quiet.url}/v1/chat/completions", body)
+    assert all("reasoning_content" not in c["choices"][0]["delta"] for c in answer.chunks if c["choices"])
+    await quiet.engine.close()
+    chatty: Daemon = await start_daemon()  # type: ignore[assignment]
+    answer = await post_sse(f"{chatty.url}/v1/chat/completions", body)
+    reasoning = "".join(c["choices"][0]["delta"].get("reasoning_content", "") for c in answer.chunks if c["choices"])
+    assert "💻 Bash: echo hi" in reasoning
+    assert answer.text == "I will run a command.\n\nTool said: hi", "progress never mixes into the content"
+    thinking = await post_sse(
+        f"{chatty.url}/v1/chat/completions",
+        {"model": "sonnet", "stream": True, "messages": [{"role": "user", "content": "THINK hard"}]},
+    )
+    reasoning = "".join(c["choices"][0]["delta"].get("reasoning_content", "") for c in thinking.chunks if c["choices"])
+    assert reasoning == "Let me think about this mock."
