@@ -12,8 +12,10 @@ import os
 import shutil
 import socket
 import tempfile
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 from core.config import CLI_VERSION_TIMEOUT, Settings
 
@@ -178,22 +180,62 @@ def check_exposure(settings: Settings) -> Check:
     return Check("exposure", True, detail)
 
 
-def check_telegram(settings: Settings) -> Check:
+def _bot_api(settings: Settings, method: str, query: str = "") -> tuple[int, dict[str, Any]]:
+    """Call the Bot API; (HTTP status, body). The URL holds the token: it never reaches a message."""
+    assert settings.telegram_bot_token is not None
+    root = settings.telegram_api_url.rstrip("/")
+    url = f"{root}/bot{settings.telegram_bot_token.get_secret_value()}/{method}{query}"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read())
+        except ValueError:
+            return exc.code, {}
+
+
+def check_telegram(settings: Settings, *, daemon_running: bool = False) -> list[Check]:
     if settings.telegram_bot_token is None:
-        return Check("Telegram", True, "no TELEGRAM_BOT_TOKEN: the bot is off", fatal=False)
+        return [Check("Telegram", True, "no TELEGRAM_BOT_TOKEN: the bot is off", fatal=False)]
+    try:
+        status, body = _bot_api(settings, "getMe")
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return [Check("Telegram", False, f"cannot reach {settings.telegram_api_url}: {reason}",
+                      "check the network, or TELEGRAM_API_URL", fatal=False)]  # fmt: skip
+    if status in (401, 404):
+        return [Check("Telegram token", False, "Telegram rejects TELEGRAM_BOT_TOKEN",
+                      "copy the token again from @BotFather (/mybots, API Token)")]  # fmt: skip
+    if status != 200 or not body.get("ok"):
+        return [Check("Telegram token", False, f"getMe failed: {body.get('description', status)}", fatal=False)]
+    checks = [Check("Telegram token", True, f"valid, the bot is @{body['result'].get('username')}")]
+    if daemon_running:
+        checks.append(Check("Telegram polling", True, "this daemon is polling", fatal=False))
+    else:
+        # No offset: nothing pending is confirmed (or lost) by looking.
+        status, body = _bot_api(settings, "getUpdates", "?timeout=0&limit=1")
+        if status == 409:
+            checks.append(Check("Telegram polling", False, f"taken: {body.get('description', 'conflict')}",
+                                "stop the other bot instance using this token (or delete its webhook)"))  # fmt: skip
+        else:
+            checks.append(Check("Telegram polling", True, "free"))
     if not settings.telegram_allowed_users:
-        return Check("Telegram", False, "the bot is on but TELEGRAM_ALLOWED_USERS is empty: it serves nobody",
-                     "send the bot a message to learn your user id, then set TELEGRAM_ALLOWED_USERS",
-                     fatal=False)  # fmt: skip
-    return Check("Telegram", True, f"{len(settings.telegram_allowed_users)} allowed user(s)", fatal=False)
+        checks.append(Check("Telegram allowlist", False, "TELEGRAM_ALLOWED_USERS is empty: the bot serves nobody",
+                            "message the bot to learn your user id, then set TELEGRAM_ALLOWED_USERS",
+                            fatal=False))  # fmt: skip
+    else:
+        checks.append(Check("Telegram allowlist", True, f"{len(settings.telegram_allowed_users)} user(s)"))
+    return checks
 
 
-async def run_checks(settings: Settings, *, include_port: bool = True) -> list[Check]:
+async def run_checks(settings: Settings) -> list[Check]:
     checks = await check_cli(settings)
     checks.append(check_permissions(settings))
     checks += check_state_dir(settings)
-    if include_port:
-        checks.append(check_port(settings))
+    port = check_port(settings)
+    checks.append(port)
     checks.append(check_exposure(settings))
-    checks.append(check_telegram(settings))
+    daemon_running = port.ok and "served by a running claude-max" in port.detail
+    checks += await asyncio.to_thread(check_telegram, settings, daemon_running=daemon_running)
     return checks

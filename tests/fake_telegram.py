@@ -60,6 +60,7 @@ class FakeTelegram:
         self.files: dict[str, tuple[str, bytes]] = {}
         self.faults: dict[str, list[Fault]] = {}
         self.drafts_supported = True
+        self.polled_elsewhere = False  # another bot instance holds getUpdates: 409
         self.port = 0
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
@@ -73,7 +74,7 @@ class FakeTelegram:
 
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/bot{token}/{method}", self._api)
+        app.router.add_route("*", "/bot{token}/{method}", self._api)  # the Bot API takes GET and POST
         app.router.add_get("/file/bot{token}/{path:.*}", self._file)
         self._runner = web.AppRunner(app, handler_cancellation=True)
         await self._runner.setup()
@@ -180,6 +181,8 @@ class FakeTelegram:
         return web.json_response(body, status=status)
 
     async def _params(self, request: web.Request) -> dict[str, Any]:
+        if request.method == "GET":
+            return dict(request.query)
         if request.content_type == "application/json":
             return await request.json()
         form = await request.post()
@@ -215,6 +218,10 @@ class FakeTelegram:
         return self.ok(BOT_USER)
 
     async def _m_getUpdates(self, params: dict[str, Any]) -> web.Response:
+        if self.polled_elsewhere:
+            return self.error(
+                409, "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
+            )
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
         deadline = time.monotonic() + timeout

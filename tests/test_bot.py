@@ -440,3 +440,39 @@ async def test_sigterm_stops_the_bot_quickly(
         if daemon.returncode is None:
             daemon.kill()
             await daemon.wait()
+
+
+async def test_doctor_checks_telegram(telegram: FakeTelegram, cli_env: str, claude_cli: Path, tmp_path: Path) -> None:
+    import os
+    import sys
+
+    from tests.test_daemon import free_port
+
+    command = str(Path(sys.executable).parent / "claude-max")
+    base = {
+        **os.environ, "CLAUDE_BIN": str(claude_cli), "STATE_DIR": str(tmp_path / "state"),
+        "PROXY_PORT": str(free_port()), "TELEGRAM_API_URL": telegram.root, "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_ALLOWED_USERS": str(USER),
+    }  # fmt: skip
+
+    async def run(*args: str, **env: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            command, *args, "--env-file", str(tmp_path / "none.env"), env={**base, **env},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        out, _ = await process.communicate()
+        return process.returncode or 0, out.decode()
+
+    code, out = await run("doctor")
+    assert code == 0, out
+    assert "valid, the bot is @claude_max_test_bot" in out and "Telegram polling: free" in out
+    assert TOKEN not in out
+    code, out = await run("doctor", TELEGRAM_BOT_TOKEN="4242:not-the-right-one")
+    assert code == 1 and "Telegram rejects TELEGRAM_BOT_TOKEN" in out and "@BotFather" in out
+    code, out = await run("doctor", TELEGRAM_ALLOWED_USERS="")
+    assert code == 1 and "TELEGRAM_ALLOWED_USERS is empty" in out
+    telegram.polled_elsewhere = True  # a second daemon on the same token
+    code, out = await run("doctor")
+    assert code == 1 and "Telegram polling" in out and "only one bot instance" in out
+    code, out = await run("serve")
+    assert code == 2 and "cannot start: Telegram polling" in out
