@@ -207,8 +207,10 @@ class CLIProcess:
         """The next stdout line, None at the end. With `watch`, raises `ActivityTimeout` after
         ACTIVITY_TIMEOUT seconds in which the CLI printed nothing (stdout or stderr)."""
         lines = self._lines
-        if not watch or not lines.empty():
-            return lines.get_nowait() if not lines.empty() else await lines.get()
+        if not lines.empty():
+            return lines.get_nowait()  # the hot path: no timer when a line is waiting
+        if not watch:
+            return await lines.get()
         while True:
             try:
                 async with asyncio.timeout(max(self._activity_timeout - self._idle(), 0.0)):
