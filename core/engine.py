@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 import logging
 import shutil
 import time
@@ -23,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from core.answer import AnswerBuilder, AnswerDelta
+from core.client_tools import ClientTool, ClientToolCall, ClientToolsPending, ToolSession, tools_digest
 from core.config import RETRY_AFTER_SECONDS, Settings
 from core.describe import describe_tool
 from core.errors import (
@@ -45,11 +47,13 @@ from core.events import (
     NotJSON,
     Result,
     SessionInit,
+    StopReason,
     ToolResult,
     ToolStart,
     parse_event,
 )
 from core.hygiene import INSTANCE_VARIABLE, STATE_VARIABLE, StateLock, death_signal_prefix, reap_leftovers, state_key
+from core.mcp_bridge import McpBridge
 from core.process import CLIProcess, Spawn
 from core.store import Conversation, LedgerEntry, SessionStore, StoreError
 from core.warm import Signature, WarmPool
@@ -59,7 +63,7 @@ log = logging.getLogger("core.engine")
 SHUTDOWN_REASON = "the daemon is shutting down"
 
 Prompt = str | list[dict[str, Any]]
-TurnEvent = Event | AnswerDelta
+TurnEvent = Event | AnswerDelta | ClientToolCall | ClientToolsPending
 
 _NOT_LOGGED_IN = ("not logged in", "please run /login", "invalid api key")
 _ROOT_REFUSED = "cannot be used with root/sudo privileges"
@@ -82,6 +86,7 @@ class TurnRequest:
     head_after: Callable[[str], str | None] | None = None
     context: str | None = None
     face: str = "http"
+    tools: tuple[ClientTool, ...] = ()  # the client's own tools, offered to Claude over MCP
 
 
 class EngineState(enum.Enum):
@@ -113,6 +118,7 @@ class Engine:
         self.instance = uuid.uuid4().hex
         self._state_lock = StateLock(settings.state_dir)
         self._child_marks = {STATE_VARIABLE: state_key(settings.state_dir), INSTANCE_VARIABLE: self.instance}
+        self.bridge = McpBridge(settings.state_dir / "mcp")
         self.pool = WarmPool(
             capacity=settings.warm_max,
             idle_seconds=settings.warm_idle,
@@ -178,6 +184,7 @@ class Engine:
                     await asyncio.sleep(0.01)
         self.state = EngineState.CLOSED
         await self.pool.close()
+        await self.bridge.stop()
         await self.store.close()
         self._state_lock.release()
 
@@ -265,12 +272,14 @@ class Engine:
             return Path(resume.workdir)  # the CLI keeps sessions per project directory
         return self.settings.workdir
 
-    def _signature(self, model: str, workdir: Path) -> Signature:
+    def _signature(self, model: str, workdir: Path, tools: tuple[ClientTool, ...] = ()) -> Signature:
         """What a process was started with; a warm process serves only turns that want the same."""
         s = self.settings
-        return (model, str(workdir), s.claude_bin, s.claude_permission_mode, s.claude_max_turns)
+        return (model, str(workdir), s.claude_bin, s.claude_permission_mode, s.claude_max_turns, tools_digest(tools))
 
-    async def _start_process(self, model: str, resume: Conversation | None) -> CLIProcess:
+    async def _start_process(
+        self, model: str, resume: Conversation | None, tools: tuple[ClientTool, ...] = ()
+    ) -> CLIProcess:
         env = {**self.settings.child_environment(), **self._child_marks}
         binary = shutil.which(self.settings.claude_bin, path=env.get("PATH"))
         if binary is None:
@@ -279,11 +288,26 @@ class Engine:
                 "`npm install -g @anthropic-ai/claude-code` or set CLAUDE_BIN"
             )
         argv = self._argv(model, resume.session_id if resume else None)
+        session = None
+        if tools:
+            await self.bridge.start()
+            session = ToolSession(tools, result_timeout=self.settings.tool_result_timeout)
+            argv += ["--mcp-config", str(self.bridge.open(session))]
+            env["ENABLE_TOOL_SEARCH"] = "false"  # the tools' schemas in the request, not behind ToolSearch
+            env["MCP_TOOL_TIMEOUT"] = str(int((self.settings.tool_result_timeout + 60) * 1000))
         spawn = Spawn(argv=[*death_signal_prefix(), binary, *argv[1:]], cwd=self._workdir(resume), env=env)
         process = CLIProcess(
             spawn, activity_timeout=self.settings.activity_timeout, kill_grace=self.settings.kill_grace
         )
-        await process.start()
+        if session is not None:
+            process.tool_session = session
+            process.on_stop = lambda: self.bridge.close(session)
+        try:
+            await process.start()
+        except BaseException:
+            if process.on_stop is not None:
+                process.on_stop()
+            raise
         return process
 
     async def _start_spare(self) -> tuple[CLIProcess, Signature]:
@@ -293,17 +317,18 @@ class Engine:
 
     async def _process_for(self, turn: Turn, resume: Conversation | None) -> tuple[CLIProcess, str]:
         """A process for a turn, and where it came from: "warm", "spare" or "cold"."""
-        signature = self._signature(turn.model, self._workdir(resume))
+        tools = turn.request.tools
+        signature = self._signature(turn.model, self._workdir(resume), tools)
         if resume is not None:
             warm = self.pool.take(turn.key, resume.session_id, signature)
             if warm is not None:
                 return warm, "warm"
-        elif self.pool.spare_target and self.state is EngineState.OPEN:
+        elif self.pool.spare_target and self.state is EngineState.OPEN and not tools:
             spare = self.pool.take_spare(signature)
             self.pool.refill(self._start_spare)
             if spare is not None:
                 return spare, "spare"
-        return await self._start_process(turn.model, resume), "cold"
+        return await self._start_process(turn.model, resume, tools), "cold"
 
 
 class _WarmProcessLost(Exception):
@@ -334,6 +359,8 @@ class Turn:
         self._yielded_content = False
         self.first_token_after: float | None = None  # seconds from the request to the first answer text
         self.last_tool = ""  # the main thread's latest tool call, described for people
+        self._client_calls: list[ClientToolCall] = []  # of Claude's current message
+        self.awaiting_client: tuple[ClientToolCall, ...] = ()  # handed to the client, not yet answered
         self._debug = engine.settings.debug_enabled
 
     # -- entering: lock, slot, spawn ----------------------------------------------
@@ -389,7 +416,7 @@ class Turn:
         if not await process.send(message) and self.source != "cold":
             # A warm process that died between turns: replace it with a cold --resume, unseen by the caller.
             await process.stop()
-            process = self._process = await self._engine._start_process(self.model, resume)
+            process = self._process = await self._engine._start_process(self.model, resume, self.request.tools)
             self.source = "cold"
             await process.send(message)
 
@@ -438,7 +465,17 @@ class Turn:
                         await self._finish(event)
                         yield event
                         return
+                    call = self._client_call(event, process)
+                    if call is not None:
+                        yield call
+                        continue
                     yield event
+                    if isinstance(event, StopReason) and event.reason == "tool_use" and self._client_calls:
+                        # Claude's message is complete: hand its client calls to the client, and wait.
+                        self.awaiting_client = tuple(self._client_calls)
+                        self._client_calls.clear()
+                        yield ClientToolsPending(self.awaiting_client)
+                        process.touch()  # the client took its time; that was not the CLI's silence
                     delta = self.answer.feed(event)
                     if delta is not None:
                         if not self._yielded_content:
@@ -457,6 +494,29 @@ class Turn:
             raise _WarmProcessLost
         code = await process.wait_exit(self._engine.settings.kill_grace)
         raise self._exit_error(code, process.stderr_tail)
+
+    def _client_call(self, event: Event, process: CLIProcess) -> ClientToolCall | None:
+        """A main-thread call of one of the client's tools, as the face will return it."""
+        session = process.tool_session
+        if session is None or not isinstance(event, ToolStart) or event.parent_tool_use_id is not None:
+            return None
+        tool = session.by_cli_name(event.name)
+        if tool is None:
+            return None
+        session.expect(event.tool_use_id, tool, event.input)
+        call = ClientToolCall(event.tool_use_id, tool.name, json.dumps(event.input, ensure_ascii=False))
+        self._client_calls.append(call)
+        return call
+
+    def answer_client_calls(self, results: dict[str, tuple[str, bool]]) -> None:
+        """The client's results for the calls it was given; a call it did not answer gets an error."""
+        session = self._process.tool_session if self._process else None
+        if session is None:
+            return
+        for call in self.awaiting_client:
+            text, is_error = results.get(call.call_id, ("The client sent no result for this tool call.", True))
+            session.answer(call.call_id, text, is_error)
+        self.awaiting_client = ()
 
     def _observe(self, event: Event, process: CLIProcess) -> None:
         if isinstance(event, SessionInit):
@@ -581,6 +641,8 @@ class Turn:
         process = self._process
         if process is None:
             return
+        if process.tool_session is not None:
+            process.tool_session.abandon(f"the turn was stopped: {reason}")
         if reason != SHUTDOWN_REASON and self._engine.pool.capacity and process.alive and await process.interrupt():
             self._engine._background(self._kill_unless_settled(process))
             return
@@ -675,7 +737,7 @@ class Turn:
             engine._background(process.stop())
             return
         workdir = process.cwd
-        engine.pool.put(self.key, process, session_id, engine._signature(self.model, workdir))
+        engine.pool.put(self.key, process, session_id, engine._signature(self.model, workdir, self.request.tools))
 
     async def _end(self, process: CLIProcess) -> None:
         if self.result is not None and process.alive:

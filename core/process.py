@@ -13,11 +13,12 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.client_tools import ToolSession
 from core.errors import ActivityTimeout, CLIUnavailable
 
 log = logging.getLogger("core.process")
@@ -99,6 +100,8 @@ class CLIProcess:
         self.last_activity_note = "started"
         self.started_at = time.monotonic()
         self.turns = 0  # turns this process has served
+        self.tool_session: ToolSession | None = None  # the client tools this process was started with
+        self.on_stop: Callable[[], None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -261,6 +264,9 @@ class CLIProcess:
         Also used after a normal exit, to sweep up children the CLI left behind (background
         commands of its Bash tool).
         """
+        if self.on_stop is not None:
+            on_stop, self.on_stop = self.on_stop, None
+            on_stop()
         if self._proc is None:
             return
         self.close_stdin()

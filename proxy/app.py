@@ -15,8 +15,9 @@ from core.engine import Engine
 from core.models import listed_models
 from proxy.chat import chat_completions
 from proxy.errors import error_middleware
-from proxy.keys import BOT, ENGINE, METRICS, SETTINGS, get_engine
+from proxy.keys import BOT, ENGINE, METRICS, PARKED, SETTINGS, get_engine
 from proxy.metrics import Metrics
+from proxy.parked import ParkedTurns
 from proxy.schema import ModelCard, ModelList
 from proxy.security import auth_middleware, body_limit_middleware, origin_middleware
 
@@ -86,6 +87,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
                      body_limit_middleware],
     )  # fmt: skip
     app[SETTINGS] = settings
+    app[PARKED] = ParkedTurns(settings.tool_result_timeout)
 
     async def engine_context(app: web.Application) -> AsyncIterator[None]:
         if engine is not None:
@@ -101,6 +103,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     async def cancel_turns(app: web.Application) -> None:
         # Runs before aiohttp waits for handlers: a turn still running would hold the shutdown.
         await app[ENGINE].shut_down()
+        await app[PARKED].close()
 
     app.cleanup_ctx.append(engine_context)
     if settings.telegram_bot_token is not None:

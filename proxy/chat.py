@@ -6,43 +6,28 @@ import asyncio
 import dataclasses
 import json
 import logging
-import time
-from typing import Any
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from core.answer import AnswerDelta
-from core.describe import describe_tool, format_duration
-from core.engine import Turn, TurnRequest
+from core.client_tools import ClientToolCall, ClientToolsPending
+from core.describe import describe_tool
+from core.engine import Turn, TurnEvent, TurnRequest
 from core.errors import EngineError
-from core.events import Result, ThinkingDelta, ToolStart, Usage
+from core.events import Result, ThinkingDelta, ToolStart
 from core.models import UnknownModel, resolve_model
 from proxy.conversation import BadConversation, conversation_key, plan_turn
-from proxy.errors import ApiException, ApiFailure, bad_request, engine_failure
-from proxy.keys import SCOPE, SETTINGS, get_engine
+from proxy.errors import ApiException, ApiFailure, bad_request
+from proxy.keys import PARKED, SCOPE, SETTINGS, get_engine
 from proxy.schema import (
-    ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
-    Choice,
-    ChunkChoice,
-    CompletionUsage,
-    Delta,
     FinishReason,
-    PromptTokensDetails,
-    ResponseMessage,
-    completion_id,
 )
+from proxy.writers import JSONWriter, SSEWriter
 
 log = logging.getLogger("proxy.chat")
-
-SSE_HEADERS = {
-    "Content-Type": "text/event-stream; charset=utf-8",
-    "Cache-Control": "no-cache",
-    "Connection": "keep-alive",
-    "X-Accel-Buffering": "no",
-}
 
 
 async def _read_request(request: web.Request) -> ChatCompletionRequest:
@@ -87,22 +72,9 @@ def _validation_failure(exc: ValidationError) -> ApiException:
 
 
 def finish_reason(result: Result) -> FinishReason:
-    if (
-        result.stop_reason == "max_tokens"
-        or result.subtype == "error_max_turns"
-        or result.api_error_kind == "max_output_tokens"
-    ):
+    if result.stop_reason == "max_tokens" or result.subtype == "error_max_turns":
         return "length"
-    return "stop"
-
-
-def completion_usage(usage: Usage) -> CompletionUsage:
-    return CompletionUsage(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.output_tokens,
-        total_tokens=usage.prompt_tokens + usage.output_tokens,
-        prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cache_read_tokens),
-    )
+    return "length" if result.api_error_kind == "max_output_tokens" else "stop"
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -120,168 +92,96 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         plan = plan_turn(body, scope)
     except BadConversation as exc:
         raise bad_request(str(exc), param=exc.param) from None
+    requested = body.model or model or "claude"
+    writer: SSEWriter | JSONWriter
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        writer = SSEWriter(request, requested, settings.proxy_progress, include_usage)
+    else:
+        writer = JSONWriter(requested)
+
+    # The client will send back what it received, progress lines included: fingerprint that.
+    def head_after(_answer: str) -> str | None:
+        return plan.head_after(writer.sent_text, writer.tool_calls)
+
+    parked_turns = request.app[PARKED]
+    parked = parked_turns.take(plan.history) if plan.tool_results else None
+    if parked is not None:
+        # The results of the calls a parked turn is waiting for: the same Claude turn goes on.
+        unknown = set(plan.tool_results) - {call.call_id for call in parked.calls}
+        if unknown:
+            parked_turns.park(plan.history or "", parked.turn, parked.events, parked.calls)
+            raise bad_request(f"tool results for calls that were never issued: {sorted(unknown)}", "messages")
+        parked.turn.answer_client_calls(plan.tool_results)
+        parked.turn.request = dataclasses.replace(parked.turn.request, head_after=head_after)
+        writer.turn = parked.turn
+        return await _run(writer, parked.turn, parked.events, request, entered=True)
     turn_request = TurnRequest(
         prompt_for=plan.prompt_for,
         key=key,
         history=plan.history,
         model=model,
-        head_after=plan.head_after,
+        head_after=head_after,
         context=plan.context,
         face="http",
+        tools=plan.tools,
     )
-    requested = body.model or model or "claude"
-    engine = get_engine(request)
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        sse = _SSE(request, requested, settings.proxy_progress)
-        # The client will send back what it received, progress lines included: fingerprint that.
-        turn_request = dataclasses.replace(turn_request, head_after=lambda _answer: plan.head_after(sse.sent_text))
-        return await _stream(sse, engine.turn(turn_request), include_usage, settings.proxy_progress_every)
-    async with engine.turn(turn_request) as turn:
-        async for _ in turn:
-            pass
-    assert turn.result is not None
-    return web.json_response(
-        ChatCompletion(
-            model=turn.model_reported or requested,
-            choices=[
-                Choice(message=ResponseMessage(content=turn.answer.text), finish_reason=finish_reason(turn.result))
-            ],
-            usage=completion_usage(turn.result.usage),
-        ).model_dump(mode="json")
-    )
+    turn = get_engine(request).turn(turn_request)
+    writer.turn = turn
+    return await _run(writer, turn, None, request, entered=False)
 
 
-class _SSE:
-    """One SSE answer. Started lazily, so failures before any output get a proper HTTP status."""
-
-    def __init__(self, request: web.Request, requested_model: str, progress: str) -> None:
-        self._request = request
-        self._requested = requested_model
-        self.progress_mode = progress
-        self.turn: Turn | None = None
-        self.id = completion_id()
-        self.created = int(time.time())
-        self.response: web.StreamResponse | None = None
-        self.last_write = time.monotonic()
-        self.finished = False
-        self._sent: list[str] = []
-        self._write_lock = asyncio.Lock()
-        self._content_frame: tuple[str, bytes, bytes] | None = None  # (model, before, after) of a content chunk
-
-    @property
-    def model(self) -> str:
-        return (self.turn.model_reported if self.turn else "") or self._requested
-
-    @property
-    def sent_text(self) -> str:
-        return "".join(self._sent)
-
-    async def _write(self, data: bytes) -> None:
-        assert self.response is not None
-        async with self._write_lock:  # the progress task writes too
-            await self.response.write(data)
-        self.last_write = time.monotonic()
-
-    async def start(self) -> None:
-        if self.response is not None:
-            return
-        response = web.StreamResponse(headers=SSE_HEADERS)
-        await response.prepare(self._request)
-        self.response = response
-        await self.chunk(Delta(role="assistant", content=""))
-
-    async def content(self, text: str) -> None:
-        """A content delta. The hot path: the chunk is rendered once by the schema, then reused as a frame."""
-        model = self.model
-        if self._content_frame is None or self._content_frame[0] != model:
-            marker = "\u0000marker\u0000"
-            rendered = self._payload(Delta(content=marker)).model_dump_json()
-            before, _, after = rendered.partition(json.dumps(marker)[1:-1])
-            self._content_frame = (model, b"data: " + before.encode(), after.encode() + b"\n\n")
-        _, before, after = self._content_frame
-        self._sent.append(text)
-        await self._write(before + json.dumps(text, ensure_ascii=False)[1:-1].encode() + after)
-
-    async def progress(self, line: str) -> None:
-        """What Claude is doing, so clients' idle watchdogs see activity during long tool runs."""
-        if self.progress_mode == "off" or self.finished:
-            return
-        await self.start()
-        if self.progress_mode == "reasoning":
-            await self.chunk(Delta(reasoning_content=line + "\n"))
-        else:
-            await self.content(f"\n> {line}\n\n")
-
-    def _payload(self, delta: Delta, finish: FinishReason | None = None) -> ChatCompletionChunk:
-        return ChatCompletionChunk(
-            id=self.id, created=self.created, model=self.model, choices=[ChunkChoice(delta=delta, finish_reason=finish)]
-        )
-
-    async def chunk(self, delta: Delta, finish: FinishReason | None = None) -> None:
-        await self.send(self._payload(delta, finish).model_dump(mode="json"))
-
-    async def send(self, data: dict[str, Any]) -> None:
-        await self._write(b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n")
-
-    async def done(self) -> None:
-        assert self.response is not None
-        self.finished = True
-        await self._write(b"data: [DONE]\n\n")
-        await self.response.write_eof()
-
-
-async def _keep_alive(sse: _SSE, turn: Turn, every: float) -> None:
-    """During silences (a long tool run, a long think), say that the turn is still at work."""
-    last_tool = ""
-    while not sse.finished:
-        await asyncio.sleep(min(every / 3, 1.0))
-        if turn.result is not None or sse.finished:
-            return
-        if time.monotonic() - sse.last_write >= every:
-            last_tool = turn.last_tool or last_tool
-            doing = f"; last: {last_tool}" if last_tool else ""
-            await sse.progress(f"… still working ({format_duration(turn.elapsed)}{doing})")
-
-
-async def _stream(sse: _SSE, turn: Turn, include_usage: bool, progress_every: float) -> web.StreamResponse:
-    sse.turn = turn
-    async with turn:
-        keeper = asyncio.create_task(_keep_alive(sse, turn, progress_every)) if sse.progress_mode != "off" else None
-        try:
-            async for event in turn:
-                if isinstance(event, AnswerDelta):
-                    await sse.start()
-                    await sse.content(event.text)
-                elif isinstance(event, ToolStart):
-                    await sse.start()
-                    if event.parent_tool_use_id is None:
-                        await sse.progress(describe_tool(event.name, event.input))
-                elif isinstance(event, ThinkingDelta):
-                    await sse.start()
-                    if sse.progress_mode == "reasoning" and event.parent_tool_use_id is None:
-                        await sse.chunk(Delta(reasoning_content=event.text))
-                elif isinstance(event, Result):
-                    sse.finished = True
-                    await sse.start()
-                    await sse.chunk(Delta(), finish=finish_reason(event))
-                    if include_usage:
-                        usage = ChatCompletionChunk(
-                            id=sse.id, created=sse.created, model=sse.model, choices=[],
-                            usage=completion_usage(event.usage),
-                        )  # fmt: skip
-                        await sse.send(usage.model_dump(mode="json"))
-                    await sse.done()
-        except EngineError as exc:
-            if sse.response is None:
-                raise  # nothing sent yet: the error middleware answers with a proper status
-            sse.finished = True
-            failure = engine_failure(exc)
-            log.info("stream_failed status=%s code=%s", failure.status, failure.code)
-            await sse.send(failure.body().model_dump(mode="json"))
-            await sse.done()
-        finally:
-            if keeper is not None:
-                keeper.cancel()
-    assert sse.response is not None
-    return sse.response
+async def _run(
+    writer: SSEWriter | JSONWriter,
+    turn: Turn,
+    events: AsyncIterator[TurnEvent] | None,
+    request: web.Request,
+    *,
+    entered: bool,
+) -> web.StreamResponse:
+    """Read the turn into the writer. The turn is left (its slot and conversation freed) unless it is
+    parked, waiting for the client's tool results."""
+    settings = request.app[SETTINGS]
+    if not entered:
+        await turn.__aenter__()  # fails before anything is sent: the error middleware answers
+    parked = False
+    error: BaseException | None = None
+    keeper = None
+    if isinstance(writer, SSEWriter) and writer.progress_mode != "off":
+        keeper = asyncio.create_task(writer.keep_alive(turn, settings.proxy_progress_every))
+    try:
+        stream = events or turn.__aiter__()
+        async for event in stream:
+            if isinstance(event, AnswerDelta):
+                await writer.content(event.text)
+            elif isinstance(event, ClientToolCall):
+                await writer.tool_call(event)
+            elif isinstance(event, ClientToolsPending):
+                await writer.finish("tool_calls", None)
+                head = request.app[PARKED].park_head(writer, event.calls, turn)
+                request.app[PARKED].park(head, turn, stream, event.calls)
+                parked = True
+                break
+            elif isinstance(event, ToolStart):
+                if isinstance(writer, SSEWriter):
+                    await writer.start()
+                if event.parent_tool_use_id is None:
+                    await writer.progress(describe_tool(event.name, event.input))
+            elif isinstance(event, ThinkingDelta) and event.parent_tool_use_id is None:
+                await writer.thinking(event.text)
+            elif isinstance(event, Result):
+                await writer.finish(finish_reason(event), event.usage)
+    except EngineError as exc:
+        error = exc
+        if not writer.started or not isinstance(writer, SSEWriter):
+            raise  # nothing sent yet: the error middleware answers with a proper status
+        await writer.fail(exc)
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+        if not parked:
+            await turn.__aexit__(type(error) if error else None, error, None)
+    return writer.response()

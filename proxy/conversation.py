@@ -21,16 +21,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from core.client_tools import ClientTool, ClientToolCall, mcp_names
 from core.store import Conversation
 from proxy.schema import (
     AssistantMessage,
     ChatCompletionRequest,
+    FunctionCall,
     FunctionMessage,
     ImagePart,
     Message,
     RefusalPart,
     SystemMessage,
     TextPart,
+    ToolCall,
     ToolMessage,
     UserMessage,
 )
@@ -64,6 +70,13 @@ class PlannedTurn:
     history: str | None  # fingerprint of `prior`, None when there is none
     context: str | None  # fingerprint of `instructions`
     scope: str
+    tools: tuple[ClientTool, ...] = ()
+    tool_instruction: str = ""  # what tool_choice asks for, said in words: the CLI has no such switch
+
+    @property
+    def tool_results(self) -> dict[str, tuple[str, bool]]:
+        """The new turn's `tool` messages: call id -> (result text, is_error)."""
+        return {m.tool_call_id: (_text(m.content), False) for m in self.new if isinstance(m, ToolMessage)}
 
     def prompt_for(self, resuming: Conversation | None) -> list[dict[str, Any]]:
         """The user turn for the CLI: only the new messages when resuming, the history too when not."""
@@ -80,11 +93,17 @@ class PlannedTurn:
         if texts:
             blocks.append({"type": "text", "text": "\n\n".join(texts)})
         blocks += new_turn_blocks(self.new)
+        if self.tool_instruction:
+            blocks.append({"type": "text", "text": self.tool_instruction})
         return blocks
 
-    def head_after(self, answer: str) -> str | None:
-        """The fingerprint of the history once this turn's answer is part of it."""
-        return fingerprint(self.scope, [*self.prior, *self.new, AssistantMessage(role="assistant", content=answer)])
+    def head_after(self, answer: str, calls: Sequence[ClientToolCall] = ()) -> str | None:
+        """The fingerprint of the history once this turn's answer (and tool calls) is part of it."""
+        tool_calls = [
+            ToolCall(id=c.call_id, function=FunctionCall(name=c.name, arguments=c.arguments)) for c in calls
+        ] or None
+        reply = AssistantMessage(role="assistant", content=answer, tool_calls=tool_calls)
+        return fingerprint(self.scope, [*self.prior, *self.new, reply])
 
 
 def plan_turn(request: ChatCompletionRequest, scope: str) -> PlannedTurn:
@@ -108,6 +127,8 @@ def plan_turn(request: ChatCompletionRequest, scope: str) -> PlannedTurn:
             for part in message.content:
                 if isinstance(part, ImagePart):
                     _image_block(part)  # validate now, before anything is spawned
+    _check_tool_results(dialogue)
+    tools = client_tools(request)
     joined = "\n\n".join(instructions)
     return PlannedTurn(
         instructions=joined,
@@ -116,7 +137,71 @@ def plan_turn(request: ChatCompletionRequest, scope: str) -> PlannedTurn:
         history=fingerprint(scope, prior),
         context=_digest(joined) if joined else None,
         scope=scope,
+        tools=tools,
+        tool_instruction=_tool_instruction(request.tool_choice, tools),
     )
+
+
+def _check_tool_results(dialogue: list[Message]) -> None:
+    """Every `tool` message must answer a call an assistant message made."""
+    issued: set[str] = set()
+    for index, message in enumerate(dialogue):
+        if isinstance(message, AssistantMessage):
+            issued |= {call.id for call in message.tool_calls or []}
+        elif isinstance(message, ToolMessage) and message.tool_call_id not in issued:
+            raise BadConversation(
+                f"a tool message answers tool_call_id {message.tool_call_id!r}, which no assistant message issued",
+                f"messages.{index}.tool_call_id",
+            )
+
+
+def client_tools(request: ChatCompletionRequest) -> tuple[ClientTool, ...]:
+    """The request's function tools, checked and named for MCP; none when tool_choice is "none"."""
+    if not request.tools or request.tool_choice == "none":
+        return ()
+    names: list[str] = []
+    specs: list[tuple[str, dict[str, Any]]] = []
+    for index, tool in enumerate(request.tools):
+        where = f"tools.{index}"
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict):
+            raise BadConversation("only tools of type function are supported", where)
+        name = function.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise BadConversation("a tool needs a function name", f"{where}.function.name")
+        if name in names:
+            raise BadConversation(f"two tools are named {name!r}; tool names must be unique", f"{where}.function.name")
+        schema = function.get("parameters") or {"type": "object", "properties": {}}
+        if not isinstance(schema, dict):
+            raise BadConversation(f"the parameters of tool {name!r} are not a JSON Schema object", where)
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            raise BadConversation(
+                f"the parameters of tool {name!r} are not valid JSON Schema: {exc.message}", where
+            ) from None
+        if schema.get("type", "object") != "object":
+            raise BadConversation(f"the parameters of tool {name!r} must be a JSON Schema of type object", where)
+        names.append(name)
+        specs.append((str(function.get("description") or ""), {"type": "object", **schema}))
+    return tuple(
+        ClientTool(name, mcp_name, description, schema)
+        for name, mcp_name, (description, schema) in zip(names, mcp_names(names), specs, strict=True)
+    )
+
+
+def _tool_instruction(choice: Any, tools: tuple[ClientTool, ...]) -> str:
+    if not tools:
+        return ""
+    if choice == "required":
+        return "(Answer this by calling one of the application's tools, the ones of the `client` MCP server.)"
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        tool = next((t for t in tools if t.name == name), None)
+        if tool is None:
+            raise BadConversation(f"tool_choice names {name!r}, which is not among the tools", "tool_choice")
+        return f"(Answer this by calling the application's tool `{tool.mcp_name}` of the `client` MCP server.)"
+    return ""
 
 
 def conversation_key(request: ChatCompletionRequest, header: str | None, scope: str) -> str | None:

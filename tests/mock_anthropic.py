@@ -13,6 +13,7 @@ The reply is chosen by directives in the newest user text of the request:
 - ``LONG<n>``: exactly n text deltas
 - ``THINK``: a thinking block before the text
 - ``MAXTOK``: stop with ``max_tokens``
+- ``CALL_CLIENT <name> {json}`` (repeatable): calls of the offered MCP tools named ``mcp__*__<name>``
 - ``MARKDOWN``: a 20,000-character Markdown answer with headings, code blocks and broken markup
 
 Every request body is kept in ``requests`` so tests can check what the CLI sent.
@@ -73,6 +74,17 @@ def last_tool_result(body: dict[str, Any]) -> str | None:
                 return " ".join(_text_of(inner))
             return str(inner)
     return None
+
+
+def client_tool_calls(text: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """`CALL_CLIENT name {json}` (repeatable): tool_use blocks for the offered tools ending in `__name`."""
+    offered = [tool.get("name", "") for tool in body.get("tools", [])]
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": "Let me use your tool."}]
+    for match in re.finditer(r"CALL_CLIENT (\S+) (\{[^}]*\})", text):
+        name = next((o for o in offered if o.endswith("__" + match.group(1))), "missing__" + match.group(1))
+        blocks.append({"type": "tool_use", "id": f"toolu_mock_{uuid.uuid4().hex[:16]}", "name": name,
+                       "input": json.loads(match.group(2))})  # fmt: skip
+    return blocks
 
 
 def long_markdown() -> str:
@@ -176,6 +188,9 @@ class MockAnthropic:
         stop_reason = "end_turn"
         if tool_output is not None:
             blocks.append({"type": "text", "text": f"Tool said: {tool_output.strip()}"})
+        elif "CALL_CLIENT" in text:
+            blocks += client_tool_calls(text, body)
+            stop_reason = "tool_use"
         elif "USE_TOOL" in text or "SLEEP_TOOL" in text or "SLOW_TOOL" in text:
             command = "echo hi"
             if "SLEEP_TOOL" in text:

@@ -145,19 +145,21 @@ async def test_sigkill_leftovers_are_reaped_by_the_next_start(
     second = await asyncio.create_subprocess_exec(
         str(COMMAND), "serve", env={**os.environ, **daemon_env}, stderr=asyncio.subprocess.PIPE
     )
-    assert second.stderr is not None
-    log = b""
-    while b"event=serving" not in (line := await second.stderr.readline()):
-        log += line
-    assert b"event=reaped_leftovers processes=" in log
-    for _ in range(50):
-        leftover = [pid for pid in processes_marked(cli_env) if pid != second.pid]
-        if not leftover:
-            break
-        await asyncio.sleep(0.1)
-    assert leftover == [], [b" ".join(cmdline(pid)) for pid in leftover]
-    second.terminate()
-    assert await second.wait() == 0
+    try:
+        assert second.stderr is not None
+        log = b""
+        while b"event=serving" not in (line := await second.stderr.readline()):
+            log += line
+        assert b"event=reaped_leftovers processes=" in log
+        for _ in range(50):
+            leftover = [pid for pid in processes_marked(cli_env) if pid != second.pid]
+            if not leftover:
+                break
+            await asyncio.sleep(0.1)
+        assert leftover == [], [b" ".join(cmdline(pid)) for pid in leftover]
+    finally:
+        second.terminate()
+        assert await second.wait() == 0
 
 
 async def test_a_second_daemon_on_the_same_state_is_refused(

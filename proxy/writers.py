@@ -1,0 +1,244 @@
+"""How one turn's events reach the client: as an SSE stream, or as one JSON answer.
+
+Both writers take the same calls (content, tool calls, progress, finish), so the request
+handler reads the turn once, whichever the client asked for. Both remember the content
+they sent: the client will send it back, and the conversation is recognised by it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from core.client_tools import ClientToolCall
+from core.describe import format_duration
+from core.engine import Turn
+from core.errors import EngineError
+from core.events import Usage
+from proxy.errors import engine_failure
+from proxy.schema import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    Choice,
+    ChunkChoice,
+    CompletionUsage,
+    Delta,
+    FinishReason,
+    PromptTokensDetails,
+    ResponseFunctionCall,
+    ResponseMessage,
+    ResponseToolCall,
+    ToolCallDelta,
+    completion_id,
+)
+
+log = logging.getLogger("proxy.writers")
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "Connection": "keep-alive",
+    "X-Accel-Buffering": "no",
+}
+
+
+def completion_usage(usage: Usage | None) -> CompletionUsage:
+    usage = usage or Usage()
+    return CompletionUsage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.output_tokens,
+        total_tokens=usage.prompt_tokens + usage.output_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cache_read_tokens),
+    )
+
+
+class Writer:
+    """What both writers share: the model to report, and the content and calls sent so far."""
+
+    started = False
+
+    def __init__(self, requested_model: str) -> None:
+        self._requested = requested_model
+        self.turn: Turn | None = None
+        self.id = completion_id()
+        self.created = int(time.time())
+        self.finished = False
+        self._sent: list[str] = []
+        self.tool_calls: list[ClientToolCall] = []
+
+    @property
+    def model(self) -> str:
+        return (self.turn.model_reported if self.turn else "") or self._requested
+
+    @property
+    def sent_text(self) -> str:
+        return "".join(self._sent)
+
+    def _fresh(self, text: str) -> str:
+        """A turn continued after tool results must not begin its answer with the blank line between blocks."""
+        return text if self._sent else text.lstrip("\n")
+
+
+class JSONWriter(Writer):
+    """Collects the answer; `response()` is the whole chat completion. Failures become HTTP statuses."""
+
+    def __init__(self, requested_model: str) -> None:
+        super().__init__(requested_model)
+        self._finish: FinishReason = "stop"
+        self._usage: Usage | None = None
+
+    async def content(self, text: str) -> None:
+        if text := self._fresh(text):
+            self._sent.append(text)
+
+    async def tool_call(self, call: ClientToolCall) -> None:
+        self.tool_calls.append(call)
+
+    async def progress(self, line: str) -> None:
+        pass
+
+    async def thinking(self, text: str) -> None:
+        pass
+
+    async def finish(self, reason: FinishReason, usage: Usage | None) -> None:
+        self.finished = True
+        self._finish, self._usage = reason, usage
+
+    def response(self) -> web.StreamResponse:
+        calls = [
+            ResponseToolCall(id=c.call_id, function=ResponseFunctionCall(name=c.name, arguments=c.arguments))
+            for c in self.tool_calls
+        ]
+        text = self.sent_text
+        message = ResponseMessage(content=text if text or not calls else None, tool_calls=calls or None)
+        completion = ChatCompletion(
+            id=self.id, created=self.created, model=self.model,
+            choices=[Choice(message=message, finish_reason=self._finish)], usage=completion_usage(self._usage),
+        )  # fmt: skip
+        return web.json_response(completion.model_dump(mode="json"))
+
+
+class SSEWriter(Writer):
+    """One SSE answer. Started lazily, so failures before any output get a proper HTTP status."""
+
+    def __init__(self, request: web.Request, requested_model: str, progress: str, include_usage: bool) -> None:
+        super().__init__(requested_model)
+        self._request = request
+        self.progress_mode = progress
+        self._include_usage = include_usage
+        self._response: web.StreamResponse | None = None
+        self.last_write = time.monotonic()
+        self._write_lock = asyncio.Lock()
+        self._content_frame: tuple[str, bytes, bytes] | None = None  # (model, before, after) of a content chunk
+
+    @property
+    def started(self) -> bool:  # type: ignore[override]
+        return self._response is not None
+
+    async def _write(self, data: bytes) -> None:
+        assert self._response is not None
+        async with self._write_lock:  # the keep-alive task writes too
+            await self._response.write(data)
+        self.last_write = time.monotonic()
+
+    async def start(self) -> None:
+        if self._response is not None:
+            return
+        response = web.StreamResponse(headers=SSE_HEADERS)
+        await response.prepare(self._request)
+        self._response = response
+        await self.chunk(Delta(role="assistant", content=""))
+
+    async def content(self, text: str) -> None:
+        """A content delta. The hot path: the chunk is rendered once by the schema, then reused as a frame."""
+        text = self._fresh(text)
+        if not text:
+            return
+        await self.start()
+        model = self.model
+        if self._content_frame is None or self._content_frame[0] != model:
+            marker = "\u0000marker\u0000"
+            rendered = self._payload(Delta(content=marker)).model_dump_json()
+            before, _, after = rendered.partition(json.dumps(marker)[1:-1])
+            self._content_frame = (model, b"data: " + before.encode(), after.encode() + b"\n\n")
+        _, before, after = self._content_frame
+        self._sent.append(text)
+        await self._write(before + json.dumps(text, ensure_ascii=False)[1:-1].encode() + after)
+
+    async def tool_call(self, call: ClientToolCall) -> None:
+        await self.start()
+        index = len(self.tool_calls)
+        self.tool_calls.append(call)
+        function = ResponseFunctionCall(name=call.name, arguments=call.arguments)
+        await self.chunk(Delta(tool_calls=[ToolCallDelta(index=index, id=call.call_id, function=function)]))
+
+    async def progress(self, line: str) -> None:
+        """What Claude is doing, so clients' idle watchdogs see activity during long tool runs."""
+        if self.progress_mode == "off" or self.finished:
+            return
+        await self.start()
+        if self.progress_mode == "reasoning":
+            await self.chunk(Delta(reasoning_content=line + "\n"))
+        else:
+            await self.content(f"\n> {line}\n\n")
+
+    async def thinking(self, text: str) -> None:
+        await self.start()
+        if self.progress_mode == "reasoning":
+            await self.chunk(Delta(reasoning_content=text))
+
+    def _payload(self, delta: Delta, finish: FinishReason | None = None) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=self.id, created=self.created, model=self.model, choices=[ChunkChoice(delta=delta, finish_reason=finish)]
+        )
+
+    async def chunk(self, delta: Delta, finish: FinishReason | None = None) -> None:
+        await self.send(self._payload(delta, finish).model_dump(mode="json"))
+
+    async def send(self, data: dict[str, Any]) -> None:
+        await self._write(b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n")
+
+    async def finish(self, reason: FinishReason, usage: Usage | None) -> None:
+        self.finished = True
+        await self.start()
+        await self.chunk(Delta(), finish=reason)
+        if self._include_usage:
+            last = ChatCompletionChunk(
+                id=self.id, created=self.created, model=self.model, choices=[], usage=completion_usage(usage)
+            )
+            await self.send(last.model_dump(mode="json"))
+        await self._done()
+
+    async def fail(self, error: EngineError) -> None:
+        """After the first byte, a failure is an error event in the stream, then [DONE]."""
+        self.finished = True
+        failure = engine_failure(error)
+        log.info("stream_failed status=%s code=%s", failure.status, failure.code)
+        await self.send(failure.body().model_dump(mode="json"))
+        await self._done()
+
+    async def _done(self) -> None:
+        assert self._response is not None
+        await self._write(b"data: [DONE]\n\n")
+        await self._response.write_eof()
+
+    def response(self) -> web.StreamResponse:
+        assert self._response is not None
+        return self._response
+
+    async def keep_alive(self, turn: Turn, every: float) -> None:
+        """During silences (a long tool run, a long think), say that the turn is still at work."""
+        last_tool = ""
+        while not self.finished:
+            await asyncio.sleep(min(every / 3, 1.0))
+            if turn.result is not None or self.finished or turn.awaiting_client:
+                continue
+            if time.monotonic() - self.last_write >= every:
+                last_tool = turn.last_tool or last_tool
+                doing = f"; last: {last_tool}" if last_tool else ""
+                await self.progress(f"… still working ({format_duration(turn.elapsed)}{doing})")
