@@ -6,6 +6,7 @@ a /stop is handled at once even while a turn runs, and shutdown never waits on a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -31,8 +32,9 @@ from bot.progress import STOP_DATA
 from bot.uploads import UploadRefused, check_size, upload_path
 from core.config import Settings
 from core.describe import format_duration
-from core.engine import Engine, Turn
+from core.engine import Engine, Prompt, Turn
 from core.errors import ActivityTimeout, SessionNotFound, TurnFailed
+from core.images import BadImage, image_block_from_bytes
 from core.models import UnknownModel, listed_models, resolve_model
 
 log = logging.getLogger("bot.app")
@@ -183,7 +185,7 @@ class ClaudeBot:
     async def _help(self, update: Update, context: Context) -> None:
         await self._reply(update, HELP)
 
-    async def _queue(self, update: Update, prompt: str) -> None:
+    async def _queue(self, update: Update, prompt: Prompt) -> None:
         message = update.effective_message
         chat = self._chat(update)
         ahead = chat.submit(Job(prompt, message.message_id if message else None))
@@ -220,7 +222,16 @@ class ClaudeBot:
         log.info("telegram_upload chat=%s path=%s bytes=%s", chat.id, path, path.stat().st_size)
         note = f"[The user sent a {kind}, saved at {path}]"
         caption = (message.caption or "").strip()
-        await self._queue(update, f"{caption}\n\n{note}" if caption else f"{note}\nLook at it and tell me what it is.")
+        text = f"{caption}\n\n{note}" if caption else f"{note}\nLook at it and tell me what it is."
+        if kind == "photo":  # Telegram photos are JPEGs: Claude sees the picture itself, not only its path
+            try:
+                image = image_block_from_bytes("image/jpeg", await asyncio.to_thread(path.read_bytes))
+            except BadImage as exc:
+                log.info("telegram_photo_not_passed chat=%s reason=%s", chat.id, exc)
+            else:
+                await self._queue(update, [{"type": "text", "text": text}, image])
+                return
+        await self._queue(update, text)
 
     async def _stop(self, update: Update, context: Context) -> None:
         state, dropped = self._chat(update).stop()

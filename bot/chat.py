@@ -16,7 +16,7 @@ from bot.render import render
 from core.answer import AnswerDelta
 from core.config import Settings
 from core.describe import format_duration
-from core.engine import SHUTDOWN_REASON, Engine, Turn, TurnRequest
+from core.engine import SHUTDOWN_REASON, Engine, Prompt, Turn, TurnRequest
 from core.errors import (
     ActivityTimeout,
     CLIUnavailable,
@@ -40,7 +40,7 @@ def conversation_key(chat_id: int) -> str:
 
 @dataclass(frozen=True)
 class Job:
-    prompt: str
+    prompt: Prompt  # text, or content blocks (a photo)
     message_id: int | None
 
 

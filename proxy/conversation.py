@@ -12,8 +12,6 @@ an `<instructions>` block, and is sent again only when it changed.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -25,6 +23,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from core.client_tools import ClientTool, ClientToolCall, mcp_names
+from core.images import BadImage, image_block
 from core.store import Conversation
 from proxy.schema import (
     AssistantMessage,
@@ -41,13 +40,6 @@ from proxy.schema import (
     UserMessage,
 )
 
-MAX_IMAGE_BYTES = 5 * 1024 * 1024  # what the Anthropic API takes per image
-_IMAGE_MAGIC = {
-    "image/png": (b"\x89PNG\r\n\x1a\n",),
-    "image/jpeg": (b"\xff\xd8\xff",),
-    "image/gif": (b"GIF87a", b"GIF89a"),
-    "image/webp": (b"RIFF",),
-}
 _DATA_URL = re.compile(r"^data:([\w/+.-]+);base64,(.*)$", re.DOTALL)
 _MAX_KEY_LENGTH = 256
 
@@ -305,15 +297,7 @@ def _image_block(part: ImagePart) -> dict[str, Any]:
         if url.startswith(("http://", "https://")):
             raise BadConversation("image URLs are not fetched by this proxy; send the image as a data: URL", "messages")
         raise BadConversation("an image_url must be a data: URL with base64 content", "messages")
-    media_type, data = match.group(1).lower(), match.group(2)
-    if media_type not in _IMAGE_MAGIC:
-        raise BadConversation(f"image type {media_type} is not supported; use PNG, JPEG, GIF or WebP", "messages")
-    if len(data) * 3 // 4 > MAX_IMAGE_BYTES:
-        raise BadConversation(f"an image may be at most {MAX_IMAGE_BYTES // (1024 * 1024)} MB", "messages")
     try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise BadConversation("an image's base64 data is not valid", "messages") from None
-    if not raw.startswith(_IMAGE_MAGIC[media_type]):
-        raise BadConversation(f"the image data is not a valid {media_type.split('/')[1].upper()} image", "messages")
-    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+        return image_block(match.group(1), match.group(2))
+    except BadImage as exc:
+        raise BadConversation(str(exc), "messages") from None

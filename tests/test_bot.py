@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,10 @@ from tests.mock_anthropic import MockAnthropic
 
 USER = 111
 STRANGER = 999
+TINY_JPEG = base64.b64decode(  # a real 1x1 JPEG: the CLI reads its dimensions before passing it on
+    "/9j/4AAQSkZJRgABAQEASABIAAD/2wBDAP//////////////////////////////////////////////////////////////////"
+    "////////////////////wgALCAABAAEBAREA/8QAFBABAAAAAAAAAAAAAAAAAAAAAP/aAAgBAQABPxA="
+)
 STATUS_PREFIXES = ("⏳", "✅", "⏹ Stopped ·", "⏱ Timed out", "⚠️ Failed")
 
 
@@ -329,10 +334,14 @@ async def test_documents_and_photos_are_saved_safely(
     assert saved[0].name.endswith("-passwd") and saved[0].parent == uploads.resolve()
     prompt = mock_api.user_texts()[-1]
     assert prompt.startswith("what is this file?") and str(saved[0]) in prompt
-    telegram.user_sends_photo(b"\xff\xd8\xff fake jpeg")
+    telegram.user_sends_photo(TINY_JPEG, caption="what is in this picture?")
     await telegram.wait_for(lambda: len(list(uploads.iterdir())) == 2)
+    await wait_answer(telegram, "saved at", within=20)
     await wait_idle(bot, telegram)
-    assert "[The user sent a photo, saved at" in mock_api.user_texts()[-1]
+    assert any("[The user sent a photo, saved at" in text for text in mock_api.user_texts())
+    last_user = [m for m in mock_api.requests[-1]["messages"] if m["role"] == "user"][-1]
+    images = [b for b in last_user["content"] if b.get("type") == "image"]
+    assert images and images[0]["source"]["media_type"] == "image/jpeg", "Claude sees the picture itself"
     big = bot.settings.telegram_max_file_mb
     telegram.user_sends_document("huge.bin", b"x" * (int(big * 1024 * 1024) + 1))
     await wait_answer(telegram, "I could not take that file")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable
 from typing import Any
@@ -208,3 +209,20 @@ async def test_arguments_that_are_not_json_in_the_history(daemon: Daemon) -> Non
         ],
     )  # fmt: skip
     assert (completion.choices[0].message.content or "").endswith("go on")
+
+
+async def test_a_thirty_megabyte_image(start_daemon: Callable[..., object], mock_api: MockAnthropic) -> None:
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * (30 * 1024 * 1024)).decode()
+    messages = [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png}"}}]}
+    ]
+    default: Daemon = await start_daemon()  # type: ignore[assignment]
+    with pytest.raises(openai.APIStatusError) as caught:
+        await default.client().chat.completions.create(model="sonnet", messages=messages)
+    assert caught.value.status_code == 413 and "PROXY_MAX_BODY_MB" in caught.value.message
+    await default.engine.close()
+    roomy: Daemon = await start_daemon(proxy_max_body_mb=64)  # type: ignore[assignment]
+    with pytest.raises(openai.BadRequestError) as caught:
+        await roomy.client().chat.completions.create(model="sonnet", messages=messages)
+    assert "an image may be at most 5 MB" in caught.value.message
+    assert mock_api.requests == []

@@ -270,3 +270,13 @@ def test_env_file_reaches_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert child["IS_SANDBOX"] == "from-the-environment", "the daemon's environment wins, as for settings"
     assert "CLAUDECODE" not in child and "EMPTY" not in child
     assert child["PATH"] == os.environ["PATH"]
+
+
+def test_env_example_lists_every_setting() -> None:
+    import re
+
+    from core.config import Settings
+
+    example = (Path(__file__).parent.parent / ".env.example").read_text()
+    listed = {name.lower() for name in re.findall(r"^#?\s*([A-Z_]+)=", example, re.MULTILINE)}
+    assert set(Settings.model_fields) <= listed, set(Settings.model_fields) - listed
