@@ -158,8 +158,9 @@ async def _run(
                 await writer.tool_call(event)
             elif isinstance(event, ClientToolsPending):
                 await writer.finish("tool_calls", None)
-                head = request.app[PARKED].park_head(writer, event.calls, turn)
-                request.app[PARKED].park(head, turn, stream, event.calls)
+                # Parked under the history the client will send back: everything so far, and these calls.
+                head = turn.request.head_after(writer.sent_text) if turn.request.head_after else None
+                request.app[PARKED].park(head or "", turn, stream, event.calls)
                 parked = True
                 break
             elif isinstance(event, ToolStart):

@@ -15,7 +15,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 from core.client_tools import ClientToolCall, ClientToolsPending
 from core.engine import Turn, TurnEvent
@@ -44,12 +43,6 @@ class ParkedTurns:
         parked = ParkedTurn(turn, events, calls)
         parked.expiry = asyncio.get_running_loop().call_later(self._timeout, self._expire, head)
         self._parked[head] = parked
-
-    @staticmethod
-    def park_head(writer: Any, calls: tuple[ClientToolCall, ...], turn: Turn) -> str:
-        """The fingerprint of the history the client will send back with its results."""
-        head = turn.request.head_after(writer.sent_text) if turn.request.head_after else None
-        return head or ""
 
     def take(self, head: str | None) -> ParkedTurn | None:
         parked = self._parked.pop(head, None) if head else None
