@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.answer import AnswerBuilder, AnswerDelta
 from core.client_tools import ClientTool, ClientToolCall, ClientToolsPending, ToolSession, tools_digest
@@ -53,10 +53,12 @@ from core.events import (
     parse_event,
 )
 from core.hygiene import INSTANCE_VARIABLE, STATE_VARIABLE, StateLock, death_signal_prefix, reap_leftovers, state_key
-from core.mcp_bridge import McpBridge
 from core.process import CLIProcess, Spawn
 from core.store import Conversation, LedgerEntry, SessionStore, StoreError
 from core.warm import Signature, WarmPool
+
+if TYPE_CHECKING:
+    from core.mcp_bridge import McpBridge
 
 log = logging.getLogger("core.engine")
 
@@ -118,7 +120,7 @@ class Engine:
         self.instance = uuid.uuid4().hex
         self._state_lock = StateLock(settings.state_dir)
         self._child_marks = {STATE_VARIABLE: state_key(settings.state_dir), INSTANCE_VARIABLE: self.instance}
-        self.bridge = McpBridge(settings.state_dir / "mcp")
+        self._bridge: McpBridge | None = None  # started when a client first offers its tools
         self.pool = WarmPool(
             capacity=settings.warm_max,
             idle_seconds=settings.warm_idle,
@@ -184,7 +186,8 @@ class Engine:
                     await asyncio.sleep(0.01)
         self.state = EngineState.CLOSED
         await self.pool.close()
-        await self.bridge.stop()
+        if self._bridge is not None:
+            await self._bridge.stop()
         await self.store.close()
         self._state_lock.release()
 
@@ -290,9 +293,9 @@ class Engine:
         argv = self._argv(model, resume.session_id if resume else None)
         session = None
         if tools:
-            await self.bridge.start()
+            bridge = await self._mcp_bridge()
             session = ToolSession(tools, result_timeout=self.settings.tool_result_timeout)
-            argv += ["--mcp-config", str(self.bridge.open(session))]
+            argv += ["--mcp-config", str(bridge.open(session))]
             env["ENABLE_TOOL_SEARCH"] = "false"  # the tools' schemas in the request, not behind ToolSearch
             env["MCP_TOOL_TIMEOUT"] = str(int((self.settings.tool_result_timeout + 60) * 1000))
         spawn = Spawn(argv=[*death_signal_prefix(), binary, *argv[1:]], cwd=self._workdir(resume), env=env)
@@ -301,7 +304,7 @@ class Engine:
         )
         if session is not None:
             process.tool_session = session
-            process.on_stop = lambda: self.bridge.close(session)
+            process.on_stop = lambda: bridge.close(session)
         try:
             await process.start()
         except BaseException:
@@ -309,6 +312,14 @@ class Engine:
                 process.on_stop()
             raise
         return process
+
+    async def _mcp_bridge(self) -> McpBridge:
+        if self._bridge is None:
+            from core.mcp_bridge import McpBridge  # the MCP stack (starlette, uvicorn) is big: load it when needed
+
+            self._bridge = McpBridge(self.settings.state_dir / "mcp")
+        await self._bridge.start()
+        return self._bridge
 
     async def _start_spare(self) -> tuple[CLIProcess, Signature]:
         model = self.settings.default_model

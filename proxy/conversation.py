@@ -19,9 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-
 from core.client_tools import ClientTool, ClientToolCall, mcp_names
 from core.images import BadImage, image_block
 from core.store import Conversation
@@ -151,6 +148,9 @@ def client_tools(request: ChatCompletionRequest) -> tuple[ClientTool, ...]:
     """The request's function tools, checked and named for MCP; none when tool_choice is "none"."""
     if not request.tools or request.tool_choice == "none":
         return ()
+    from jsonschema import Draft202012Validator  # loaded with the first tools, not at start
+    from jsonschema.exceptions import SchemaError
+
     names: list[str] = []
     specs: list[tuple[str, dict[str, Any]]] = []
     for index, tool in enumerate(request.tools):
