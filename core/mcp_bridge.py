@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ class McpBridge:
         self.port = listener.getsockname()[1]
         guarded = _Guard(manager.asgi_app, self._sessions)
         config = uvicorn.Config(guarded, log_level="warning", log_config=None, lifespan="off", access_log=False)
-        server = self._server = uvicorn.Server(config)
+        server = self._server = _QuietServer(config)
 
         async def serve() -> None:  # one task owns the manager's task group, from start to end
             async with manager.run():
@@ -114,6 +115,14 @@ class McpBridge:
         session = self._session(ctx)
         text, is_error = await session.call(params.name, params.arguments or {})
         return types.CallToolResult(content=[types.TextContent(text=text)], is_error=is_error)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its signal handlers: SIGTERM belongs to the daemon, which drains first."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class _Guard:

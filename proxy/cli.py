@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str, parent: Any = commands) -> argparse.ArgumentParser:
         sub = parent.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default: ./.env)")
+        sub.add_argument("--env-file", type=Path, default=None, help="settings file (default: ./.env, if it exists)")
         for flag, _, kind, flag_help in _FLAGS:
             sub.add_argument(flag, type=kind, default=None, help=flag_help)
         return sub
@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    if args.env_file is not None and not args.env_file.is_file():
+        raise SettingsError(f"--env-file {args.env_file} does not exist")
+    args.env_file = args.env_file or Path(".env")
     overrides: dict[str, object] = {"_env_file": args.env_file}
     for flag, field, _, _ in _FLAGS:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
@@ -193,11 +196,19 @@ def service(settings: Settings, args: argparse.Namespace) -> int:
         print(f"claude-max: {exc}", file=sys.stderr)
         return 1
     if args.action == "install":
+        if not args.env_file.is_file():
+            print(
+                f"warning: {args.env_file.resolve()} does not exist: the service will run with the defaults. Settings "
+                "exported in this shell are not carried into the service: put them in that file (see .env.example).",
+                file=sys.stderr,
+            )
         pending = install_service(unit, start=not args.no_start)
         print(f"wrote {unit.path}")
     else:
         existed, pending = uninstall_service(unit, stop=not args.no_start)
         print(f"removed {unit.path}" if existed else f"{unit.path} was not installed")
+        if pending:
+            print("if the service still runs, stop it:")
     if pending:
         print("run these yourself:", *pending, sep="\n  ")
     for note in unit.notes if args.action == "install" else []:

@@ -77,7 +77,7 @@ WantedBy=default.target
         path=config / "systemd" / "user" / f"{NAME}.service",
         content=unit.encode(),
         start=[["systemctl", "--user", "daemon-reload"], ["systemctl", "--user", "enable", "--now", NAME]],
-        stop=[["systemctl", "--user", "disable", "--now", NAME]],
+        stop=[["systemctl", "--user", "disable", "--now", NAME], ["systemctl", "--user", "daemon-reload"]],
         notes=[
             f"logs: journalctl --user -u {NAME} -f",
             "to keep it running when you are logged out and after reboots: loginctl enable-linger $USER",
@@ -147,9 +147,10 @@ def install(service: ServicePlan, *, start: bool = True) -> list[str]:
 
 
 def uninstall(service: ServicePlan, *, stop: bool = True) -> tuple[bool, list[str]]:
-    pending = _run(service.stop) if stop else [" ".join(c) for c in service.stop]
+    """Stop and disable the service while its file still exists, then remove the file."""
+    pending = _run(service.stop[:1]) if stop else [" ".join(service.stop[0])]
     existed = service.path.exists()
     service.path.unlink(missing_ok=True)
-    if existed and service.path.suffix == ".service":
-        pending += _run([["systemctl", "--user", "daemon-reload"]]) if stop else []
+    rest = service.stop[1:]
+    pending += (_run(rest) if stop else [" ".join(c) for c in rest]) if existed else []
     return existed, pending

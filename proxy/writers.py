@@ -201,7 +201,7 @@ class SSEWriter(Writer):
         await self.send(self._payload(delta, finish).model_dump(mode="json"))
 
     async def send(self, data: dict[str, Any]) -> None:
-        await self._write(b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n")
+        await self._write(b"data: " + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n")
 
     async def finish(self, reason: FinishReason, usage: Usage | None) -> None:
         self.finished = True

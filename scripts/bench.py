@@ -160,7 +160,7 @@ class Daemon:
 
     async def __aenter__(self) -> Daemon:
         self.process = await asyncio.create_subprocess_exec(
-            self.command, "serve", "--env-file", "/nonexistent", env=self.env,
+            self.command, "serve", "--env-file", os.devnull, env=self.env,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert self.process.stderr

@@ -220,3 +220,10 @@ def openclaw_client() -> list[str]:
     if node is None or not (JS_CLIENT.parent / "node_modules" / "openai").is_dir():
         pytest.fail("the openai JS SDK is not installed in tests/js; run the tests with `make test`", pytrace=False)
     return [node, str(JS_CLIENT)]
+
+
+def empty_env(folder: Path) -> Path:
+    """A settings file with nothing in it: the daemon's settings come from the test's environment."""
+    path = folder / "empty.env"
+    path.touch()
+    return path

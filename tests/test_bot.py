@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from proxy.keys import BOT
-from tests.conftest import Daemon, processes_marked, running_commands, wait_no_processes
+from tests.conftest import Daemon, empty_env, processes_marked, running_commands, wait_no_processes
 from tests.fake_telegram import TOKEN, FakeTelegram, Fault, SentMessage
 from tests.mock_anthropic import MockAnthropic
 
@@ -427,7 +427,7 @@ async def test_sigterm_stops_the_bot_quickly(
         "SHUTDOWN_GRACE": "1",
     }  # fmt: skip
     daemon = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "claude-max"), "serve", "--env-file", str(tmp_path / "none.env"),
+        str(Path(sys.executable).parent / "claude-max"), "serve", "--env-file", str(empty_env(tmp_path)),
         env=env, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -466,7 +466,7 @@ async def test_doctor_checks_telegram(telegram: FakeTelegram, cli_env: str, clau
 
     async def run(*args: str, **env: str) -> tuple[int, str]:
         process = await asyncio.create_subprocess_exec(
-            command, *args, "--env-file", str(tmp_path / "none.env"), env={**base, **env},
+            command, *args, "--env-file", str(empty_env(tmp_path)), env={**base, **env},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         out, _ = await process.communicate()

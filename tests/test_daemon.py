@@ -14,7 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import cmdline, processes_marked, running_commands, wait_no_processes
+from tests.conftest import cmdline, empty_env, processes_marked, running_commands, wait_no_processes
 from tests.mock_anthropic import CACHE_READ_TOKENS, CACHE_WRITE_TOKENS, INPUT_TOKENS, MockAnthropic
 
 COMMAND = Path(sys.executable).parent / "claude-max"
@@ -26,10 +26,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-async def run(*args: str, env: dict[str, str] | None = None, within: float = 60) -> tuple[int, str, str]:
+async def run(
+    *args: str, env: dict[str, str] | None = None, within: float = 60, cwd: Path | None = None
+) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         str(COMMAND), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **(env or {})}, cwd=cwd,
     )  # fmt: skip
     async with asyncio.timeout(within):
         out, err = await process.communicate()
@@ -50,7 +52,7 @@ def daemon_env(cli_env: str, claude_cli: Path, tmp_path: Path) -> dict[str, str]
 @pytest.fixture
 async def serve(daemon_env: dict[str, str], tmp_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
     process = await asyncio.create_subprocess_exec(
-        str(COMMAND), "serve", "--env-file", str(tmp_path / "no.env"),
+        str(COMMAND), "serve", "--env-file", str(empty_env(tmp_path)),
         stderr=asyncio.subprocess.PIPE, env={**os.environ, **daemon_env},
     )  # fmt: skip
     assert process.stderr is not None
@@ -93,6 +95,9 @@ async def test_sigterm_drains_running_turns_then_stops(
     """SIGTERM with 4 turns running: they finish within the grace period, new requests get 503."""
     url = f"http://127.0.0.1:{daemon_env['PROXY_PORT']}/v1"
     client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0, timeout=30)
+    tools = [{"type": "function", "function": {"name": "noop", "parameters": {"type": "object"}}}]
+    # A request with the client's own tools first: it starts the MCP server, which must not take the signal.
+    await client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "hi"}], tools=tools)
     running = [
         asyncio.create_task(
             client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": f"LONG12 SLOW {i}"}])
@@ -218,6 +223,14 @@ async def test_doctor_explains_what_is_wrong(daemon_env: dict[str, str], tmp_pat
     assert code == 1
     assert "no-such-claude" in out and "npm install -g @anthropic-ai/claude-code" in out
     assert "STATE_DIR" in out and "PROXY_API_KEYS" in out
+
+
+async def test_a_missing_env_file_is_an_error(daemon_env: dict[str, str], tmp_path: Path) -> None:
+    code, _, err = await run("serve", "--env-file", str(tmp_path / "nope.env"), env=daemon_env)
+    assert code == 2 and "nope.env does not exist" in err
+    env = {**daemon_env, "XDG_CONFIG_HOME": str(tmp_path)}
+    code, _, err = await run("service", "install", "--no-start", env=env, cwd=tmp_path)  # no .env there
+    assert code == 0 and "does not exist: the service will run with the defaults" in err
 
 
 async def test_help() -> None:
