@@ -142,10 +142,6 @@ class SessionStore:
             await db.close()
 
     @property
-    def is_open(self) -> bool:
-        return self._db is not None
-
-    @property
     def db(self) -> aiosqlite.Connection:
         if self._db is None:
             raise RuntimeError("the session store is not open")
