@@ -69,11 +69,11 @@ def failure_text(error: EngineError, progress: Progress) -> str:
 
 
 def summary_line(progress: Progress, cost: float | None, outcome: str) -> str:
-    counts = collections.Counter(line.split(":")[0].split(" ", 1)[-1] for line in progress.tools)
+    counts = collections.Counter(progress.tool_names)
     tools = ", ".join(f"{name}×{n}" if n > 1 else name for name, n in counts.most_common())
     parts = [outcome, format_duration(progress.elapsed)]
-    if progress.tool_count:
-        parts.append(f"{progress.tool_count} tool{'s' if progress.tool_count > 1 else ''} ({tools})")
+    if count := len(progress.tool_names):
+        parts.append(f"{count} tool{'s' if count > 1 else ''} ({tools})")
     if cost:
         parts.append(f"${cost:.4f}")
     return " · ".join(parts)
@@ -194,8 +194,7 @@ class ChatSession:
                             progress.answer = turn.answer.text
                 return turn
             except Saturated:
-                if not progress.tools or progress.tools[-1] != "⏳ waiting for a free Claude Code slot":
-                    progress.tools.append("⏳ waiting for a free Claude Code slot")
+                progress.waiting_for_slot = True
                 await asyncio.sleep(SLOT_RETRY_EVERY)
 
     async def deliver(self, answer: str, reply_to: int | None = None) -> None:

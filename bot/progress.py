@@ -49,8 +49,9 @@ class Progress:
     private: bool
     reply_to: int | None = None
     started: float = field(default_factory=time.monotonic)
-    tools: list[str] = field(default_factory=list)
-    tool_count: int = 0
+    tools: list[str] = field(default_factory=list)  # each call described, in order
+    tool_names: list[str] = field(default_factory=list)  # the same calls, by tool name
+    waiting_for_slot: bool = False
     queued: int = 0
     answer: str = ""
     message_id: int | None = None
@@ -67,7 +68,8 @@ class Progress:
         return time.monotonic() - self.started
 
     def tool(self, name: str, tool_input: dict[str, Any]) -> None:
-        self.tool_count += 1
+        self.waiting_for_slot = False
+        self.tool_names.append(name)
         self.tools.append(describe_tool(name, tool_input))
 
     def render(self) -> str:
@@ -76,6 +78,8 @@ class Progress:
         if hidden > 0:
             lines.append(f"… {hidden} earlier step{'s' if hidden > 1 else ''}")
         lines += self.tools[-SHOWN_TOOLS:]
+        if self.waiting_for_slot:
+            lines.append("⏳ waiting for a free Claude Code slot")
         if self.queued:
             lines.append(f"📥 {self.queued} message{'s' if self.queued > 1 else ''} queued")
         if self.answer and not (self.private and self.drafts):

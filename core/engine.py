@@ -367,7 +367,6 @@ class Turn:
         self._lock_cm: contextlib.AbstractAsyncContextManager[None] | None = None
         self._has_slot = False
         self._cancel_reason: str | None = None
-        self._yielded_content = False
         self.first_token_after: float | None = None  # seconds from the request to the first answer text
         self.last_tool = ""  # the main thread's latest tool call, described for people
         self._client_calls: list[ClientToolCall] = []  # of Claude's current message
@@ -442,7 +441,7 @@ class Turn:
                 yield event
             return
         except SessionNotFound:
-            if self.resumed is None or self._yielded_content:
+            if self.resumed is None or self.first_token_after is not None:
                 raise
             log.info("session_not_found conversation=%s session=%s fresh=true", self.key, self.resumed.session_id)
             lost, self.resumed = self.resumed, None
@@ -489,8 +488,7 @@ class Turn:
                         process.touch()  # the client took its time; that was not the CLI's silence
                     delta = self.answer.feed(event)
                     if delta is not None:
-                        if not self._yielded_content:
-                            self._yielded_content = True
+                        if self.first_token_after is None:
                             self.first_token_after = time.monotonic() - self.started
                         yield delta
         except ActivityTimeout as exc:

@@ -137,6 +137,9 @@ async def test_api_keys(start_daemon: Callable[..., object], mock_api: MockAnthr
         assert response.status == 200, "health needs no key"
     await assert_serves(daemon, api_key="sk-right-two")
     await assert_serves(daemon, api_key="sk-right-one")
+    body = json.dumps({"model": "sonnet", "messages": [{"role": "user", "content": "by header"}]}).encode()
+    status, answer = await post_raw(daemon, body, {"X-Api-Key": "sk-right-one", "Content-Type": "application/json"})
+    assert status == 200 and answer["choices"][0]["message"]["content"] == "MOCK reply to: by header"
 
 
 async def test_foreign_browser_origin_is_refused(daemon: Daemon, mock_api: MockAnthropic) -> None:
@@ -159,6 +162,11 @@ async def test_foreign_browser_origin_is_refused(daemon: Daemon, mock_api: MockA
     ):
         assert response.status == 403
         assert "Access-Control-Allow-Origin" not in response.headers
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{daemon.url}/health", headers={"Origin": "https://evil.example"}) as response,
+    ):
+        assert response.status == 403, "every route, /health included"
     assert mock_api.requests == [] and processes_marked(daemon.mark) == []
     await assert_serves(daemon)
 

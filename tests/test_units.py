@@ -280,3 +280,17 @@ def test_env_example_lists_every_setting() -> None:
     example = (Path(__file__).parent.parent / ".env.example").read_text()
     listed = {name.lower() for name in re.findall(r"^#?\s*([A-Z_]+)=", example, re.MULTILINE)}
     assert set(Settings.model_fields) <= listed, set(Settings.model_fields) - listed
+
+
+def test_turn_summary_counts_tools_by_name_and_not_waiting() -> None:
+    from bot.chat import summary_line
+    from bot.progress import Progress
+
+    progress = Progress(bot=None, chat_id=1, interval=2.5, private=True)  # type: ignore[arg-type]
+    progress.waiting_for_slot = True
+    assert "waiting for a free Claude Code slot" in progress.render()
+    for name, tool_input in (("Bash", {"command": "ls"}), ("Read", {"file_path": "a: b.py"}), ("Bash", {})):
+        progress.tool(name, tool_input)
+    assert "waiting" not in progress.render(), "a tool started: the turn has its slot"
+    summary = summary_line(progress, 0.0123, "✅ Done")
+    assert summary.startswith("✅ Done · 0s · 3 tools (Bash×2, Read) · $0.0123")
