@@ -10,10 +10,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
+
+from core.events import Usage
+
+log = logging.getLogger("core.client_tools")
 
 MCP_SERVER = "client"
 CLI_PREFIX = f"mcp__{MCP_SERVER}__"
@@ -60,6 +65,13 @@ class ExpectedCall:
     arrived: bool = False  # the CLI's MCP call for it reached the bridge
 
 
+# How long an MCP call waits for the daemon to read the tool_use line that announces it. The CLI writes
+# that line before it makes the call, but the two travel separately (stdout, and HTTP to the bridge), so
+# under load the call can arrive first.
+ANNOUNCE_WAIT = 30.0
+_NOT_FOR_CLIENT = "This tool can be called only by the main agent, as part of its answer."
+
+
 @dataclass
 class ToolSession:
     """The client tools of one CLI process, reachable at a secret URL on the MCP bridge.
@@ -74,6 +86,8 @@ class ToolSession:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     expected: list[ExpectedCall] = field(default_factory=list)
+    refused: list[tuple[ClientTool, dict[str, Any]]] = field(default_factory=list)  # subagents' calls
+    announced: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def by_mcp_name(self, mcp_name: str) -> ClientTool | None:
         return next((t for t in self.tools if t.mcp_name == mcp_name), None)
@@ -81,16 +95,51 @@ class ToolSession:
     def by_cli_name(self, cli_name: str) -> ClientTool | None:
         return self.by_mcp_name(cli_name.removeprefix(CLI_PREFIX)) if cli_name.startswith(CLI_PREFIX) else None
 
-    def expect(self, call_id: str, tool: ClientTool, arguments: dict[str, Any]) -> None:
+    async def expect(self, call_id: str, tool: ClientTool, arguments: dict[str, Any]) -> None:
         future = asyncio.get_running_loop().create_future()
         self.expected.append(ExpectedCall(call_id, tool, arguments, future))
+        await self._announce()
+
+    async def refuse(self, tool: ClientTool, arguments: dict[str, Any]) -> None:
+        """A call that did not come from the main agent (a subagent's): refused when it arrives."""
+        self.refused.append((tool, arguments))
+        await self._announce()
+
+    async def _announce(self) -> None:
+        async with self.announced:
+            self.announced.notify_all()
+
+    def _announced(self, tool: ClientTool | None, arguments: dict[str, Any]) -> ExpectedCall | bool | None:
+        """The expected call this MCP call is, False if it is to be refused, None if not known yet."""
+        call = next((c for c in self.expected if not c.arrived and c.tool == tool and c.arguments == arguments), None)
+        if call is not None:
+            return call
+        if (tool, arguments) in self.refused:
+            self.refused.remove((tool, arguments))
+            return False
+        return None
 
     async def call(self, mcp_name: str, arguments: dict[str, Any]) -> tuple[str, bool]:
         """An MCP tools/call: its result, as soon as the client has sent it (or an error after the timeout)."""
         tool = self.by_mcp_name(mcp_name)
-        call = next((c for c in self.expected if not c.arrived and c.tool == tool and c.arguments == arguments), None)
-        if tool is None or call is None:
-            return "This tool can be called only by the main agent, as part of its answer.", True
+        if tool is None:
+            return _NOT_FOR_CLIENT, True
+        found: ExpectedCall | bool | None = None
+
+        def known() -> bool:
+            nonlocal found
+            found = self._announced(tool, arguments)
+            return found is not None
+
+        try:
+            async with self.announced, asyncio.timeout(ANNOUNCE_WAIT):
+                await self.announced.wait_for(known)
+        except TimeoutError:
+            log.warning("client_tool_call_unannounced tool=%s", tool.name)
+            return _NOT_FOR_CLIENT, True
+        if not isinstance(found, ExpectedCall):
+            return _NOT_FOR_CLIENT, True
+        call = found
         call.arrived = True
         try:
             async with asyncio.timeout(self.result_timeout):
@@ -128,3 +177,4 @@ class ClientToolsPending:
     """Every client tool call of Claude's last message is waiting for the client's results."""
 
     calls: tuple[ClientToolCall, ...]
+    usage: Usage  # the turn's tokens since the client was last answered: this response's share

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     kill_grace: float = Field(default=3.0, gt=0)
     shutdown_grace: float = Field(default=10.0, ge=0)
     tool_result_timeout: float = Field(default=300.0, gt=0)
+    tool_parked_max: int = Field(default=4, ge=1, le=256)
     warm_max: int = Field(default=4, ge=0, le=256)
     warm_idle: float = Field(default=300.0, gt=0)
     warm_spares: int = Field(default=0, ge=0, le=16)

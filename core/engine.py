@@ -14,6 +14,7 @@ import contextlib
 import enum
 import json
 import logging
+import math
 import shutil
 import time
 import uuid
@@ -45,16 +46,19 @@ from core.events import (
     Event,
     MessageStart,
     NotJSON,
+    RateLimit,
     Result,
     SessionInit,
     StopReason,
     ToolResult,
     ToolStart,
+    Usage,
     parse_event,
 )
 from core.hygiene import INSTANCE_VARIABLE, STATE_VARIABLE, StateLock, death_signal_prefix, reap_leftovers, state_key
 from core.process import CLIProcess, Spawn
 from core.store import Conversation, LedgerEntry, SessionStore, StoreError
+from core.transcript import Transcript
 from core.warm import Signature, WarmPool
 
 if TYPE_CHECKING:
@@ -78,14 +82,15 @@ class TurnRequest:
     `prompt_for` gets the conversation about to be resumed, or None when a fresh session
     starts (so the prompt must carry whatever history the face has).
     `key` names the conversation explicitly; without it the engine looks for the session
-    whose recorded `head` equals `history` (a history the face fingerprinted).
+    whose recorded transcript holds `history` (the history the face was sent).
+    `head_after(answer)` is the transcript once the answer is part of the history.
     """
 
     prompt_for: Callable[[Conversation | None], Prompt]
     key: str | None = None
-    history: str | None = None
+    history: Transcript | None = None
     model: str = ""
-    head_after: Callable[[str], str | None] | None = None
+    head_after: Callable[[str], Transcript | None] | None = None
     context: str | None = None
     face: str = "http"
     tools: tuple[ClientTool, ...] = ()  # the client's own tools, offered to Claude over MCP
@@ -342,6 +347,10 @@ class Engine:
         return await self._start_process(turn.model, resume, tools), "cold"
 
 
+def _holds(record: Conversation, history: Transcript) -> bool:
+    return record.transcript is not None and record.transcript.holds(history)
+
+
 class _WarmProcessLost(Exception):
     """A warm process ended before it printed anything for this turn."""
 
@@ -371,6 +380,9 @@ class Turn:
         self.last_tool = ""  # the main thread's latest tool call, described for people
         self._client_calls: list[ClientToolCall] = []  # of Claude's current message
         self.awaiting_client: tuple[ClientToolCall, ...] = ()  # handed to the client, not yet answered
+        self._retry_after: int | None = None  # seconds the upstream asked to wait, as the CLI's events tell
+        self._usage_seen = Usage()  # of the main thread's API messages so far
+        self._usage_reported = Usage()  # the part of it already reported with client tool calls
         self._debug = engine.settings.debug_enabled
 
     # -- entering: lock, slot, spawn ----------------------------------------------
@@ -379,8 +391,7 @@ class Turn:
         engine, request = self._engine, self.request
         try:
             await self._lock_conversation()
-            await engine._acquire_slot()
-            self._has_slot = True
+            await self._take_slot()
             self.model = request.model or (self.resumed.model if self.resumed else "") or engine.settings.default_model
             await self._spawn(self.resumed)
         except BaseException as exc:
@@ -390,11 +401,20 @@ class Turn:
         engine._turns.add(self)
         return self
 
+    async def _take_slot(self) -> None:
+        await self._engine._acquire_slot()
+        self._has_slot = True
+
+    def _free_slot(self) -> None:
+        if self._has_slot:
+            self._has_slot = False
+            self._engine._release_slot()
+
     async def _lock_conversation(self) -> None:
         engine, request = self._engine, self.request
         store = engine.store
         if not request.key and request.history:
-            found = await store.find_by_head(request.history)
+            found = await store.find_holding(request.history)
             if found is not None:
                 self.key = found.key
         if not self.key:
@@ -402,7 +422,7 @@ class Turn:
         self._lock_cm = engine._conversation_lock(self.key)
         await self._lock_cm.__aenter__()
         record = await store.get(self.key)
-        if record is not None and (request.history is None or record.head == request.history):
+        if record is not None and (request.history is None or _holds(record, request.history)):
             self.resumed = record
         elif record is not None and not request.key:
             # The conversation moved on while we waited (a retry or a branch): fork it off.
@@ -475,16 +495,18 @@ class Turn:
                         await self._finish(event)
                         yield event
                         return
-                    call = self._client_call(event, process)
+                    call = await self._client_call(event, process)
                     if call is not None:
                         yield call
                         continue
                     yield event
                     if isinstance(event, StopReason) and event.reason == "tool_use" and self._client_calls:
-                        # Claude's message is complete: hand its client calls to the client, and wait.
+                        # Claude's message is complete: hand its client calls to the client, and wait. A turn
+                        # waiting for a client is not running: its slot is free until `continue_with`.
                         self.awaiting_client = tuple(self._client_calls)
                         self._client_calls.clear()
-                        yield ClientToolsPending(self.awaiting_client)
+                        self._free_slot()
+                        yield ClientToolsPending(self.awaiting_client, self.unreported(self._usage_seen))
                         process.touch()  # the client took its time; that was not the CLI's silence
                     delta = self.answer.feed(event)
                     if delta is not None:
@@ -504,18 +526,34 @@ class Turn:
         code = await process.wait_exit(self._engine.settings.kill_grace)
         raise self._exit_error(code, process.stderr_tail)
 
-    def _client_call(self, event: Event, process: CLIProcess) -> ClientToolCall | None:
+    async def _client_call(self, event: Event, process: CLIProcess) -> ClientToolCall | None:
         """A main-thread call of one of the client's tools, as the face will return it."""
         session = process.tool_session
-        if session is None or not isinstance(event, ToolStart) or event.parent_tool_use_id is not None:
+        if session is None or not isinstance(event, ToolStart):
             return None
         tool = session.by_cli_name(event.name)
         if tool is None:
             return None
-        session.expect(event.tool_use_id, tool, event.input)
+        if event.parent_tool_use_id is not None:
+            await session.refuse(tool, event.input)
+            return None
+        await session.expect(event.tool_use_id, tool, event.input)
         call = ClientToolCall(event.tool_use_id, tool.name, json.dumps(event.input, ensure_ascii=False))
         self._client_calls.append(call)
         return call
+
+    def unreported(self, usage: Usage) -> Usage:
+        """The part of `usage` (the turn's so far, or its result's) not yet reported to the client, which
+        is reported now: each response of a turn split by client tool calls carries its own share."""
+        share = usage - self._usage_reported
+        self._usage_reported = usage
+        return share
+
+    async def continue_with(self, results: dict[str, tuple[str, bool]]) -> None:
+        """Go on after the client's tool results: wait for a slot again (`Saturated` leaves the turn waiting
+        for the results), then hand them to Claude."""
+        await self._take_slot()
+        self.answer_client_calls(results)
 
     def answer_client_calls(self, results: dict[str, tuple[str, bool]]) -> None:
         """The client's results for the calls it was given; a call it did not answer gets an error."""
@@ -533,9 +571,13 @@ class Turn:
             if event.model:
                 self.model_reported = event.model
             process.note("started the session")
-        elif isinstance(event, MessageStart) and event.parent_tool_use_id is None and event.model:
-            self.model_reported = event.model
+        elif isinstance(event, MessageStart) and event.parent_tool_use_id is None:
+            self._usage_seen += event.usage
+            if event.model:
+                self.model_reported = event.model
             process.note("waiting for the model")
+        elif isinstance(event, StopReason) and event.parent_tool_use_id is None:
+            self._usage_seen += event.usage
         elif isinstance(event, AssistantText) and event.parent_tool_use_id is None and event.model:
             if event.model != "<synthetic>":
                 self.model_reported = event.model
@@ -548,6 +590,11 @@ class Turn:
         elif isinstance(event, ApiRetry):
             process.note(f"API retry {event.attempt}/{event.max_retries} after {event.error_status or event.error}")
             log.info("api_retry conversation=%s attempt=%s status=%s", self.key, event.attempt, event.error_status)
+            if event.error_status == 429:
+                # The CLI waits the upstream's Retry-After plus up to 25% jitter (or its own backoff, if longer).
+                self._retry_after = max(1, event.delay_ms // 1000)
+        elif isinstance(event, RateLimit) and event.status == "rejected" and event.resets_at:
+            self._retry_after = max(1, math.ceil(event.resets_at - time.time()))  # when the window opens again
         elif isinstance(event, ApiError):
             process.note(f"API error {event.status}")
 
@@ -594,6 +641,7 @@ class Turn:
                 status=result.api_error_status,
                 kind=result.api_error_kind,
                 session_id=self.session_id,
+                retry_after=self._retry_after,
             )
             return "upstream_error", error
         detail = "; ".join(result.errors) or result.text or result.subtype
@@ -701,9 +749,7 @@ class Turn:
                 else:
                     await self._end(process)
         finally:
-            if self._has_slot:
-                self._has_slot = False
-                self._engine._release_slot()
+            self._free_slot()
             if self._lock_cm is not None:
                 cm, self._lock_cm = self._lock_cm, None
                 await cm.__aexit__(None, None, None)

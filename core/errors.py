@@ -46,11 +46,18 @@ class SessionNotFound(TurnFailed):
 
 class UpstreamError(EngineError):
     def __init__(
-        self, message: str, *, status: int | None, kind: str | None = None, session_id: str | None = None
+        self,
+        message: str,
+        *,
+        status: int | None,
+        kind: str | None = None,
+        session_id: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message, session_id=session_id)
         self.status = status
         self.kind = kind
+        self.retry_after = retry_after  # seconds, as the upstream (or the subscription's limit) said
 
 
 class ActivityTimeout(EngineError):

@@ -26,6 +26,7 @@ class MessageStart:
     message_id: str
     model: str
     parent_tool_use_id: str | None
+    usage: Usage = field(default_factory=lambda: Usage())
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class StopReason:
     reason: str | None
     message_id: str
     parent_tool_use_id: str | None
+    usage: Usage = field(default_factory=lambda: Usage())  # the message's output so far
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,15 @@ class ApiRetry:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """The subscription's rate-limit state (`rate_limit_event`, on subscription credentials only)."""
+
+    status: str  # allowed, allowed_warning, rejected
+    resets_at: float | None  # epoch seconds
+    kind: str | None  # five_hour, seven_day, ...
+
+
+@dataclass(frozen=True, slots=True)
 class ApiError:
     """The CLI's synthetic assistant message for a failed API call."""
 
@@ -107,6 +118,23 @@ class Usage:
     @property
     def prompt_tokens(self) -> int:
         return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+    def __sub__(self, other: Usage) -> Usage:
+        """What is left of `self` once `other` is taken off, never below zero."""
+        return Usage(
+            max(0, self.input_tokens - other.input_tokens),
+            max(0, self.output_tokens - other.output_tokens),
+            max(0, self.cache_read_tokens - other.cache_read_tokens),
+            max(0, self.cache_write_tokens - other.cache_write_tokens),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +171,7 @@ Event = (
     | ToolStart
     | ToolResult
     | ApiRetry
+    | RateLimit
     | ApiError
     | Result
     | UnknownEvent
@@ -186,9 +215,12 @@ def _stream_event(raw: dict[str, Any]) -> list[Event]:
             return [ThinkingDelta(delta.get("thinking", ""), message_id, parent)]
     elif kind == "message_start":
         message = inner.get("message") or {}
-        return [MessageStart(message.get("id", message_id), message.get("model", ""), parent)]
+        return [
+            MessageStart(message.get("id", message_id), message.get("model", ""), parent, _usage(message.get("usage")))
+        ]
     elif kind == "message_delta":
-        return [StopReason((inner.get("delta") or {}).get("stop_reason"), message_id, parent)]
+        output = Usage(output_tokens=int((inner.get("usage") or {}).get("output_tokens") or 0))
+        return [StopReason((inner.get("delta") or {}).get("stop_reason"), message_id, parent, output)]
     return [UnknownEvent(f"stream_event/{kind}", raw)]
 
 
@@ -270,6 +302,10 @@ def parse_event(line: bytes | str) -> list[Event]:
         return _user(raw)
     if kind == "result":
         return [_result(raw)]
+    if kind == "rate_limit_event":
+        info = raw.get("rate_limit_info") or {}
+        resets = info.get("resetsAt")
+        return [RateLimit(str(info.get("status") or ""), float(resets) if resets else None, info.get("rateLimitType"))]
     if kind == "system":
         subtype = raw.get("subtype")
         if subtype == "init":

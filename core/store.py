@@ -1,9 +1,9 @@
 """The session store: conversation key -> Claude Code session, in SQLite under STATE_DIR.
 
 A conversation is whatever a face calls one: a Telegram chat, an explicit id sent by an
-HTTP client, or a history the proxy recognised. `head` is an opaque fingerprint of the
-history the session holds, set by the face (the proxy uses it to recognise a resent
-history); `context` is a fingerprint of the client instructions last sent into it.
+HTTP client, or a history the proxy recognised. `transcript` is what the session holds,
+as the face described it (the proxy recognises a resent history by it), and `head` its
+lookup key; `context` is a fingerprint of the client instructions last sent into it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
+
+from core.transcript import Transcript
 
 DB_NAME = "sessions.sqlite3"
 
@@ -63,6 +66,13 @@ class Conversation:
     turns: int
     created_at: float
     updated_at: float
+    transcript: Transcript | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Conversation:
+        values = dict(row)
+        text = values.pop("transcript", None)
+        return cls(**values, transcript=Transcript.loads(text) if text else None)
 
 
 async def _m1_conversations(db: aiosqlite.Connection) -> None:
@@ -107,10 +117,16 @@ async def _m2_ledger_and_preferences(db: aiosqlite.Connection) -> None:
     await db.execute("CREATE TABLE preferences (key TEXT PRIMARY KEY, model TEXT NOT NULL)")
 
 
+async def _m3_transcripts(db: aiosqlite.Connection) -> None:
+    # Sessions recorded before hold no transcript and are no longer found by history (explicit keys still work).
+    await db.execute("ALTER TABLE conversations ADD COLUMN transcript TEXT")
+
+
 # Numbered migrations; applied names are kept in the `migrations` table. Append only.
 MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] = [
     ("m001_conversations", _m1_conversations),
     ("m002_ledger_and_preferences", _m2_ledger_and_preferences),
+    ("m003_transcripts", _m3_transcripts),
 ]
 
 
@@ -162,13 +178,18 @@ class SessionStore:
     async def get(self, key: str) -> Conversation | None:
         async with self.db.execute("SELECT * FROM conversations WHERE key = ?", (key,)) as cursor:
             row = await cursor.fetchone()
-        return Conversation(**dict(row)) if row else None
+        return Conversation.from_row(row) if row else None
 
-    async def find_by_head(self, head: str) -> Conversation | None:
-        query = "SELECT * FROM conversations WHERE head = ? ORDER BY updated_at DESC LIMIT 1"
-        async with self.db.execute(query, (head,)) as cursor:
-            row = await cursor.fetchone()
-        return Conversation(**dict(row)) if row else None
+    async def find_holding(self, history: Transcript) -> Conversation | None:
+        """The most recent conversation whose session holds `history` (see `Transcript.holds`)."""
+        query = "SELECT * FROM conversations WHERE head = ? ORDER BY updated_at DESC LIMIT 50"
+        async with self.db.execute(query, (history.key,)) as cursor:
+            rows = await cursor.fetchall()
+        for row in rows:
+            conversation = Conversation.from_row(row)
+            if conversation.transcript is not None and conversation.transcript.holds(history):
+                return conversation
+        return None
 
     async def record(
         self,
@@ -177,7 +198,7 @@ class SessionStore:
         session_id: str,
         model: str,
         workdir: str,
-        head: str | None,
+        head: Transcript | None,
         context: str | None,
         ledger: LedgerEntry | None = None,
     ) -> None:
@@ -188,13 +209,15 @@ class SessionStore:
             await self._insert_turn(ledger)
         await self.db.execute(
             """
-            INSERT INTO conversations (key, session_id, model, workdir, head, context, turns, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)
+            INSERT INTO conversations
+                (key, session_id, model, workdir, head, transcript, context, turns, created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
             ON CONFLICT(key) DO UPDATE SET
                 session_id = excluded.session_id, model = excluded.model, workdir = excluded.workdir,
-                head = excluded.head, context = excluded.context, turns = turns + 1, updated_at = excluded.updated_at
+                head = excluded.head, transcript = excluded.transcript, context = excluded.context,
+                turns = turns + 1, updated_at = excluded.updated_at
             """,
-            (key, session_id, model, workdir, head, context, now, now),
+            (key, session_id, model, workdir, head and head.key, head and head.dumps(), context, now, now),
         )
         await self.db.commit()
 

@@ -87,7 +87,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
                      body_limit_middleware],
     )  # fmt: skip
     app[SETTINGS] = settings
-    app[PARKED] = ParkedTurns(settings.tool_result_timeout)
+    app[PARKED] = ParkedTurns(settings.tool_result_timeout, settings.tool_parked_max)
 
     async def engine_context(app: web.Application) -> AsyncIterator[None]:
         if engine is not None:

@@ -18,9 +18,11 @@ from core.engine import Turn, TurnEvent, TurnRequest
 from core.errors import EngineError
 from core.events import Result, ThinkingDelta, ToolStart
 from core.models import UnknownModel, resolve_model
+from core.transcript import Transcript
 from proxy.conversation import BadConversation, conversation_key, plan_turn
 from proxy.errors import ApiException, ApiFailure, bad_request
 from proxy.keys import PARKED, SCOPE, SETTINGS, get_engine
+from proxy.parked import ParkedTurn
 from proxy.schema import (
     ChatCompletionRequest,
     FinishReason,
@@ -100,22 +102,26 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     else:
         writer = JSONWriter(requested)
 
-    # The client will send back what it received, progress lines included: fingerprint that.
-    def head_after(_answer: str) -> str | None:
+    # The client will send back what it received, progress lines included: that is the transcript to record.
+    def head_after(_answer: str) -> Transcript:
         return plan.head_after(writer.sent_text, writer.tool_calls)
 
     parked_turns = request.app[PARKED]
     parked = parked_turns.take(plan.history) if plan.tool_results else None
     if parked is not None:
         # The results of the calls a parked turn is waiting for: the same Claude turn goes on.
-        unknown = set(plan.tool_results) - {call.call_id for call in parked.calls}
-        if unknown:
-            parked_turns.park(plan.history or "", parked.turn, parked.events, parked.calls)
-            raise bad_request(f"tool results for calls that were never issued: {sorted(unknown)}", "messages")
-        parked.turn.answer_client_calls(plan.tool_results)
+        try:
+            await parked.turn.continue_with(plan.results_for(parked.calls))
+        except BadConversation as exc:
+            parked_turns.park(parked)
+            raise bad_request(str(exc), param=exc.param) from None
+        except EngineError:
+            parked_turns.park(parked)  # no slot for it now: it waits on for a retry of this request
+            raise
         parked.turn.request = dataclasses.replace(parked.turn.request, head_after=head_after)
         writer.turn = parked.turn
         return await _run(writer, parked.turn, parked.events, request, entered=True)
+    await parked_turns.release_moved_on(plan.sent, plan.said, key)
     turn_request = TurnRequest(
         prompt_for=plan.prompt_for,
         key=key,
@@ -157,11 +163,12 @@ async def _run(
             elif isinstance(event, ClientToolCall):
                 await writer.tool_call(event)
             elif isinstance(event, ClientToolsPending):
-                await writer.finish("tool_calls", None)
-                # Parked under the history the client will send back: everything so far, and these calls.
+                await writer.finish("tool_calls", event.usage)
+                # Parked with the history the client will send back: everything so far, and these calls.
                 head = turn.request.head_after(writer.sent_text) if turn.request.head_after else None
-                request.app[PARKED].park(head or "", turn, stream, event.calls)
-                parked = True
+                if head is not None:
+                    request.app[PARKED].park(ParkedTurn(turn, stream, event.calls, head))
+                    parked = True
                 break
             elif isinstance(event, ToolStart):
                 if isinstance(writer, SSEWriter):
@@ -171,7 +178,7 @@ async def _run(
             elif isinstance(event, ThinkingDelta) and event.parent_tool_use_id is None:
                 await writer.thinking(event.text)
             elif isinstance(event, Result):
-                await writer.finish(finish_reason(event), event.usage)
+                await writer.finish(finish_reason(event), turn.unreported(event.usage))
     except EngineError as exc:
         error = exc
         if not writer.started or not isinstance(writer, SSEWriter):

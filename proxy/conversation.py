@@ -2,9 +2,9 @@
 
 Clients resend the whole history every time. The proxy splits it into what the
 conversation already holds (everything up to the last assistant message) and the new
-turn (what follows), fingerprints the former to find the CLI session that holds
-exactly that history, and sends only the new turn into it. When no session holds it,
-the new session gets the prior turns written out in its first prompt.
+turn (what follows), turns the former into a `Transcript` (see `core.transcript`) to find
+the CLI session that holds that history, and sends only the new turn into it. When no
+session holds it, the new session gets the prior turns written out in its first prompt.
 
 Client system text never goes to `--system-prompt`: it travels inside the user turn in
 an `<instructions>` block, and is sent again only when it changed.
@@ -15,13 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from core.client_tools import ClientTool, ClientToolCall, mcp_names
 from core.images import BadImage, image_block
 from core.store import Conversation
+from core.transcript import Exchange, Transcript, digest
 from proxy.schema import (
     AssistantMessage,
     ChatCompletionRequest,
@@ -56,11 +57,21 @@ class PlannedTurn:
     instructions: str
     prior: list[Message]
     new: list[Message]
-    history: str | None  # fingerprint of `prior`, None when there is none
+    history: Transcript | None  # what `prior` said, None when there is none
     context: str | None  # fingerprint of `instructions`
     scope: str
     tools: tuple[ClientTool, ...] = ()
     tool_instruction: str = ""  # what tool_choice asks for, said in words: the CLI has no such switch
+
+    @property
+    def sent(self) -> Transcript:
+        """The transcript of `prior` (empty when there is none)."""
+        return self.history or Transcript(self.scope, ())
+
+    @property
+    def said(self) -> tuple[str, ...]:
+        """Digests of the new messages, as a transcript records them."""
+        return tuple(message_digest(m) for m in self.new)
 
     @property
     def tool_results(self) -> dict[str, tuple[str, bool]]:
@@ -86,13 +97,42 @@ class PlannedTurn:
             blocks.append({"type": "text", "text": self.tool_instruction})
         return blocks
 
-    def head_after(self, answer: str, calls: Sequence[ClientToolCall] = ()) -> str | None:
-        """The fingerprint of the history once this turn's answer (and tool calls) is part of it."""
+    def head_after(self, answer: str, calls: Sequence[ClientToolCall] = ()) -> Transcript:
+        """The transcript once this turn's answer (and tool calls) is part of it."""
         tool_calls = [
             ToolCall(id=c.call_id, function=FunctionCall(name=c.name, arguments=c.arguments)) for c in calls
         ] or None
         reply = AssistantMessage(role="assistant", content=answer, tool_calls=tool_calls)
-        return fingerprint(self.scope, [*self.prior, *self.new, reply])
+        return self.sent.then(self.said, message_digest(reply))
+
+    def results_for(self, calls: Sequence[ClientToolCall]) -> dict[str, tuple[str, bool]]:
+        """The new turn's tool results by the ids of `calls`, which the client may have normalised.
+
+        Clients rewrite ids (OpenClaw keeps only `[A-Za-z0-9]`): an id matches a call exactly, or else
+        by its normalised form when that names exactly one call. Raises `BadConversation` for results
+        of calls that were never issued and for ids that fit several calls.
+        """
+        exact = {call.call_id for call in calls}
+        by_normal: dict[str, list[str]] = {}
+        for call in calls:
+            by_normal.setdefault(normal_id(call.call_id), []).append(call.call_id)
+        matched: dict[str, tuple[str, bool]] = {}
+        unknown: list[str] = []
+        for client_id, result in self.tool_results.items():
+            candidates = [client_id] if client_id in exact else by_normal.get(normal_id(client_id), [])
+            if len(candidates) > 1:
+                raise BadConversation(
+                    f"tool_call_id {client_id!r} fits several of the calls issued ({sorted(candidates)}); "
+                    "send the ids as they were issued",
+                    "messages",
+                )
+            if not candidates or candidates[0] in matched:
+                unknown.append(client_id)
+            else:
+                matched[candidates[0]] = result
+        if unknown:
+            raise BadConversation(f"tool results for calls that were never issued: {sorted(unknown)}", "messages")
+        return matched
 
 
 def plan_turn(request: ChatCompletionRequest, scope: str) -> PlannedTurn:
@@ -123,7 +163,7 @@ def plan_turn(request: ChatCompletionRequest, scope: str) -> PlannedTurn:
         instructions=joined,
         prior=prior,
         new=new,
-        history=fingerprint(scope, prior),
+        history=transcript(scope, prior) if prior else None,
         context=_digest(joined) if joined else None,
         scope=scope,
         tools=tools,
@@ -217,19 +257,43 @@ def _normal(text: str) -> str:
     return " ".join(text.split())
 
 
-def fingerprint(scope: str, messages: Sequence[Message]) -> str | None:
-    """A stable digest of what a conversation said, tolerant of whitespace changes by clients."""
-    if not messages:
-        return None
-    canonical: list[Any] = [scope]
+def normal_id(call_id: str) -> str:
+    """A tool-call id as clients that rewrite ids leave it: letters and digits only."""
+    return re.sub(r"[^A-Za-z0-9]", "", call_id)
+
+
+def _arguments(arguments: str) -> object:
+    """Tool-call arguments as parsed JSON, so re-serialised arguments compare equal."""
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return _normal(arguments)
+
+
+def message_digest(message: Message) -> str:
+    """What a message said, tolerant of what clients change when they resend it: whitespace, the shape
+    of content parts, the spelling of tool-call arguments, tool-call ids (results are paired by order)."""
+    entry: list[object] = [message.role, _normal(_text(message.content, images="digest"))]
+    if isinstance(message, AssistantMessage):
+        entry.append([[c.function.name, _arguments(c.function.arguments)] for c in message.tool_calls or []])
+    elif isinstance(message, FunctionMessage):
+        entry.append(message.name)
+    return digest(entry)
+
+
+def _exchanges(messages: Sequence[Message]) -> Iterator[tuple[list[str], str]]:
+    said: list[str] = []
     for message in messages:
-        entry: list[Any] = [message.role, _normal(_text(message.content, images="digest"))]
-        if isinstance(message, AssistantMessage) and message.tool_calls:
-            entry.append([[c.function.name, _normal(c.function.arguments)] for c in message.tool_calls])
-        if isinstance(message, ToolMessage):
-            entry.append(message.tool_call_id)
-        canonical.append(entry)
-    return _digest(json.dumps(canonical, ensure_ascii=False))
+        if isinstance(message, AssistantMessage):
+            yield said, message_digest(message)
+            said = []
+        else:
+            said.append(message_digest(message))
+
+
+def transcript(scope: str, messages: Sequence[Message]) -> Transcript:
+    """The transcript of a history up to its last assistant message (system messages excluded)."""
+    return Transcript(scope, tuple(Exchange(tuple(said), reply) for said, reply in _exchanges(messages)))
 
 
 # -- rendering ------------------------------------------------------------------------

@@ -56,7 +56,10 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 def _upstream(exc: UpstreamError) -> ApiFailure:
     status = exc.status
     if status == 429:
-        return ApiFailure(429, "rate_limit_error", exc.message, code="upstream_rate_limited", retry_after=30)
+        # The upstream's own wait, as the CLI saw it; none when it did not say (clients then back off themselves).
+        return ApiFailure(
+            429, "rate_limit_error", exc.message, code="upstream_rate_limited", retry_after=exc.retry_after
+        )
     if status in (401, 403):
         return ApiFailure(401, "authentication_error", exc.message, code="upstream_authentication_failed")
     return ApiFailure(502, "api_error", exc.message, code="upstream_error")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 from typing import Any
 
 from core.config import Settings
@@ -17,6 +19,16 @@ _MODELS = [
     ("claude-sonnet-4", "Claude Sonnet (subscription)", 64_000),
     ("claude-haiku-4", "Claude Haiku (subscription)", 32_000),
 ]
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether every address `host` names is a loopback one. A name that does not resolve here (a LAN
+    name seen only from the client's network, say) is not known to be loopback."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError):
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
 
 
 def provider_config(settings: Settings, host: str | None = None) -> dict[str, Any]:
@@ -34,18 +46,18 @@ def provider_config(settings: Settings, host: str | None = None) -> dict[str, An
         }
         for model_id, name, max_tokens in _MODELS
     ]
+    provider: dict[str, Any] = {
+        "baseUrl": f"http://{shown_host}:{settings.proxy_port}/v1",
+        "apiKey": key,
+        "api": "openai-completions",
+        "models": models,
+    }
+    if not _is_loopback(shown_host):
+        # OpenClaw refuses a provider on a private address (its guard against server-side request forgery)
+        # unless the provider allows it: a daemon on the LAN is one.
+        provider["request"] = {"allowPrivateNetwork": True}
     return {
-        "models": {
-            "mode": "merge",
-            "providers": {
-                PROVIDER: {
-                    "baseUrl": f"http://{shown_host}:{settings.proxy_port}/v1",
-                    "apiKey": key,
-                    "api": "openai-completions",
-                    "models": models,
-                }
-            },
-        },
+        "models": {"mode": "merge", "providers": {PROVIDER: provider}},
         "agents": {"defaults": {"model": {"primary": f"{PROVIDER}/claude-sonnet-4"}}},
     }
 

@@ -47,12 +47,18 @@ def _text_of(content: Any) -> list[str]:
     return texts
 
 
+def _authored(text: str) -> bool:
+    """Not Claude Code's system reminders, nor the context OpenClaw appends to every request (a model reads
+    it, but answers the user)."""
+    return not text.startswith("<system-reminder>") and "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>" not in text
+
+
 def newest_user_text(body: dict[str, Any]) -> str:
-    """The newest user-authored text, skipping Claude Code's system reminders."""
+    """The newest user-authored text (without the `[user]` label the proxy gives each of several messages)."""
     for message in reversed(body.get("messages", [])):
         if message.get("role") != "user":
             continue
-        texts = [t for t in _text_of(message.get("content")) if not t.startswith("<system-reminder>")]
+        texts = [t.removeprefix("[user]\n") for t in _text_of(message.get("content")) if _authored(t)]
         if texts:
             return texts[-1]
     return ""
@@ -105,6 +111,7 @@ class MockAnthropic:
     hanging: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    retry_after: int = 1  # seconds, in the retry-after header of a 429
     port: int = 0
     _runner: web.AppRunner | None = None
 
@@ -174,7 +181,7 @@ class MockAnthropic:
                 429: "rate_limit_error",
                 529: "overloaded_error",
             }.get(status, "api_error")
-            headers = {"retry-after": "1"} if status == 429 else {}
+            headers = {"retry-after": str(self.retry_after)} if status == 429 else {}
             return web.json_response(
                 {"type": "error", "error": {"type": kind, "message": f"mock {status} {kind}"}},
                 status=status,

@@ -303,3 +303,23 @@ async def test_progress_modes(start_daemon: Callable[..., object]) -> None:
     )
     reasoning = "".join(c["choices"][0]["delta"].get("reasoning_content", "") for c in thinking.chunks if c["choices"])
     assert reasoning == "Let me think about this mock."
+
+
+async def test_an_upstream_429_passes_its_own_retry_after_through(
+    start_daemon: Callable[..., object], mock_api: MockAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "1")  # the CLI retries once, waiting what the API asked
+    mock_api.retry_after = 2
+    daemon: Daemon = await start_daemon()  # type: ignore[assignment]
+    with pytest.raises(openai.RateLimitError) as caught:
+        await daemon.client().chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "ERR429"}])
+    assert caught.value.response.headers["retry-after"] == "2"
+    assert caught.value.code == "upstream_rate_limited"
+
+
+async def test_an_upstream_429_without_a_known_wait_names_none(daemon: Daemon, mock_api: MockAnthropic) -> None:
+    """With no retry by the CLI (CLAUDE_CODE_MAX_RETRIES=0 here) the daemon does not know the API's wait, and does
+    not invent one: the client backs off as it would."""
+    with pytest.raises(openai.RateLimitError) as caught:
+        await daemon.client().chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "ERR429"}])
+    assert "retry-after" not in caught.value.response.headers

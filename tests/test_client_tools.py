@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -12,8 +13,9 @@ import openai
 import pytest
 
 from core.engine import Turn
+from proxy.keys import PARKED
 from tests.conftest import Daemon
-from tests.mock_anthropic import MockAnthropic
+from tests.mock_anthropic import CACHE_READ_TOKENS, CACHE_WRITE_TOKENS, INPUT_TOKENS, MockAnthropic
 from tests.sse import post_sse
 
 WEATHER = {
@@ -226,3 +228,140 @@ async def test_a_thirty_megabyte_image(start_daemon: Callable[..., object], mock
         await roomy.client().chat.completions.create(model="sonnet", messages=messages)
     assert "an image may be at most 5 MB" in caught.value.message
     assert mock_api.requests == []
+
+
+# -- the loop as real clients run it -------------------------------------------------------------
+
+
+async def wait_for(condition: Callable[[], bool], within: float = 10.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+    return condition()
+
+
+async def test_results_with_rewritten_ids_and_arguments_continue_the_same_turn(
+    daemon: Daemon, mock_api: MockAnthropic
+) -> None:
+    """What OpenClaw does to the history: ids stripped to [A-Za-z0-9], arguments re-serialised without spaces,
+    content as parts, and a message of its own appended to each request that is never resent."""
+    ended = turns_ended(daemon)
+    client = daemon.client()
+    context = {"role": "user", "content": "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>> no sessions <<<END>>>"}
+    ask = {"role": "user", "content": 'CALL_CLIENT get_weather {"city": "Oslo"}'}
+    first = await client.chat.completions.create(model="sonnet", messages=[ask, context], tools=[WEATHER])
+    (call,) = first.choices[0].message.tool_calls or []
+    stripped = "".join(c for c in call.id if c.isalnum())
+    assert stripped != call.id
+    rewritten = {
+        "role": "assistant",
+        "content": [{"type": "text", "text": "Let me use your tool."}],
+        "tool_calls": [
+            {"id": stripped, "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}
+        ],
+    }
+    second = await client.chat.completions.create(
+        model="sonnet", tools=[WEATHER],
+        messages=[ask, rewritten, {"role": "tool", "tool_call_id": stripped, "content": "sunny"}, context],
+    )  # fmt: skip
+    assert second.choices[0].message.content == "Tool said: sunny"
+    assert await wait_for(lambda: ended == ["ok"]), "one Claude turn served both requests"
+
+
+async def test_the_bridge_waits_for_a_call_the_daemon_has_not_read_yet(
+    start_daemon: Callable[..., object], mock_api: MockAnthropic, claude_cli: Any, tmp_path: Any
+) -> None:
+    """The CLI's MCP call can reach the bridge before the daemon reads the tool_use line: a wrapper that holds
+    back that line for 1.5 s makes it happen every time. The client's real result must reach Claude."""
+    wrapper = tmp_path / "slow-stdout-claude"
+    wrapper.write_text(f"""#!{sys.executable}
+import subprocess, sys, time
+child = subprocess.Popen([{str(claude_cli)!r}, *sys.argv[1:]], stdout=subprocess.PIPE)
+for line in child.stdout:
+    if b'"type":"assistant"' in line and b'mcp__client__' in line:
+        time.sleep(1.5)
+    sys.stdout.buffer.write(line)
+    sys.stdout.buffer.flush()
+sys.exit(child.wait())
+""")
+    wrapper.chmod(0o755)
+    daemon: Daemon = await start_daemon(claude_bin=str(wrapper))  # type: ignore[assignment]
+    client = daemon.client()
+    for city in ("Oslo", "Rome", "Lima"):
+        messages: list[Any] = [{"role": "user", "content": f'CALL_CLIENT get_weather {{"city": "{city}"}}'}]
+        first = await client.chat.completions.create(model="sonnet", messages=messages, tools=[WEATHER])
+        (call,) = first.choices[0].message.tool_calls or []
+        messages += [first.choices[0].message.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_call_id": call.id, "content": f"fine in {city}"}]  # fmt: skip
+        second = await client.chat.completions.create(model="sonnet", messages=messages, tools=[WEATHER])
+        assert second.choices[0].message.content == f"Tool said: fine in {city}"
+
+
+async def test_a_turn_waiting_for_a_client_holds_no_slot(
+    start_daemon: Callable[..., object], mock_api: MockAnthropic
+) -> None:
+    daemon: Daemon = await start_daemon(max_concurrent=1, queue_wait=1)  # type: ignore[assignment]
+    client = daemon.client()
+    # A client that never sends the results (langchain's structured output, `stop_on_first_tool`, ...).
+    ask = {"role": "user", "content": 'CALL_CLIENT get_weather {"city": "Oslo"}'}
+    first = await client.chat.completions.create(model="sonnet", tools=[WEATHER], messages=[ask])
+    assert first.choices[0].finish_reason == "tool_calls"
+    plain = await client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "meanwhile"}])
+    assert plain.choices[0].message.content == "MOCK reply to: meanwhile"
+
+
+async def test_each_response_reports_its_own_share_of_the_usage(daemon: Daemon, mock_api: MockAnthropic) -> None:
+    client = daemon.client()
+    messages: list[Any] = [{"role": "user", "content": 'CALL_CLIENT get_weather {"city": "Oslo"}'}]
+    first = await client.chat.completions.create(model="sonnet", messages=messages, tools=[WEATHER])
+    assert first.usage is not None
+    assert first.usage.prompt_tokens == INPUT_TOKENS + CACHE_READ_TOKENS + CACHE_WRITE_TOKENS, "the first API call"
+    assert first.usage.completion_tokens > 0
+    (call,) = first.choices[0].message.tool_calls or []
+    messages += [first.choices[0].message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": "sunny"}]  # fmt: skip
+    second = await client.chat.completions.create(model="sonnet", messages=messages, tools=[WEATHER])
+    assert second.usage is not None
+    assert second.usage.prompt_tokens == INPUT_TOKENS + CACHE_READ_TOKENS + CACHE_WRITE_TOKENS, "the second API call"
+    assert second.usage.completion_tokens > 0
+
+
+async def test_a_client_that_moves_on_releases_the_waiting_turn_at_once(
+    daemon: Daemon, mock_api: MockAnthropic
+) -> None:
+    """A new message instead of the results: the waiting turn is released at once (its calls get an error), and
+    the new message goes on in the same session, not after TOOL_RESULT_TIMEOUT."""
+    client = daemon.client()
+    messages: list[Any] = [{"role": "user", "content": 'CALL_CLIENT get_weather {"city": "Oslo"}'}]
+    first = await client.chat.completions.create(model="sonnet", messages=messages, tools=[WEATHER])
+    messages += [first.choices[0].message.model_dump(exclude_none=True), {"role": "user", "content": "never mind"}]
+    started = asyncio.get_running_loop().time()
+    second = await client.chat.completions.create(model="sonnet", messages=messages, tools=[WEATHER])
+    assert asyncio.get_running_loop().time() - started < 30, "not after TOOL_RESULT_TIMEOUT (300 s)"
+    assert second.choices[0].message.content == "MOCK reply to: never mind"
+    assert "went on without the result" in json.dumps(mock_api.requests[-2]["messages"][-1])
+    assert any("CALL_CLIENT get_weather" in t for r, t in mock_api.dialogue() if r == "user"), "the same session"
+    assert len(daemon.app[PARKED]) == 0
+
+
+async def test_a_retried_request_releases_the_turn_it_replaces(daemon: Daemon, mock_api: MockAnthropic) -> None:
+    ended = turns_ended(daemon)
+    client = daemon.client()
+    messages: list[Any] = [{"role": "user", "content": 'CALL_CLIENT get_weather {"city": "Oslo"}'}]
+    await client.chat.completions.create(model="sonnet", messages=messages, tools=[WEATHER])
+    again = await client.chat.completions.create(model="sonnet", messages=messages, tools=[WEATHER])
+    assert again.choices[0].finish_reason == "tool_calls"
+    assert await wait_for(lambda: ended == ["ok"]), "the first turn ended at once"
+    assert len(daemon.app[PARKED]) == 1
+
+
+async def test_waiting_turns_are_bounded(start_daemon: Callable[..., object], mock_api: MockAnthropic) -> None:
+    daemon: Daemon = await start_daemon(tool_parked_max=2)  # type: ignore[assignment]
+    ended = turns_ended(daemon)
+    client = daemon.client()
+    for city in ("Oslo", "Rome", "Lima"):
+        ask = {"role": "user", "content": f'CALL_CLIENT get_weather {{"city": "{city}"}}'}
+        await client.chat.completions.create(model="sonnet", tools=[WEATHER], messages=[ask])
+    assert await wait_for(lambda: ended == ["ok"]), "the oldest was released"
+    assert len(daemon.app[PARKED]) == 2
+    assert "Too many turns were waiting" in json.dumps(mock_api.requests[-1]["messages"][-1])

@@ -104,8 +104,9 @@ async def test_sigterm_drains_running_turns_then_stops(
         )
         for i in range(4)
     ]
-    while mock_api.in_flight < 4:
-        await asyncio.sleep(0.02)
+    async with asyncio.timeout(60):  # never hang: fail
+        while mock_api.in_flight < 4:
+            await asyncio.sleep(0.02)
     serve.send_signal(signal.SIGTERM)
     await asyncio.sleep(0.2)
     with pytest.raises(openai.APIStatusError) as caught:

@@ -13,7 +13,8 @@ from core.config import SettingsError, load_settings
 from core.logs import RedactingFilter
 from core.models import UnknownModel, resolve_model
 from core.store import SessionStore, StoreError
-from proxy.conversation import BadConversation, fingerprint, plan_turn
+from core.transcript import Exchange, Transcript
+from proxy.conversation import BadConversation, plan_turn, transcript
 from proxy.schema import ChatCompletionRequest
 
 # -- settings ---------------------------------------------------------------------------------
@@ -162,10 +163,12 @@ def test_fingerprint_ignores_whitespace_and_system_text_but_not_words() -> None:
     a = request({"role": "system", "content": "x"}, {"role": "user", "content": "hello  world"})
     b = request({"role": "user", "content": [{"type": "text", "text": " hello world\n"}]})
     c = request({"role": "user", "content": "hello there"})
-    assert fingerprint("s", [m for m in a.messages if m.role != "system"]) == fingerprint("s", b.messages)
-    assert fingerprint("s", b.messages) != fingerprint("s", c.messages)
-    assert fingerprint("s", b.messages) != fingerprint("other-key", b.messages), "keys never share conversations"
-    assert fingerprint("s", []) is None
+    reply = request({"role": "assistant", "content": "ok"}).messages
+    held = transcript("s", [*b.messages, *reply])
+    assert held.holds(transcript("s", [*(m for m in a.messages if m.role != "system"), *reply]))
+    assert not held.holds(transcript("s", [*c.messages, *reply]))
+    assert not held.holds(transcript("other-key", [*b.messages, *reply])), "keys never share conversations"
+    assert transcript("s", []).key is None
 
 
 def test_head_after_matches_the_next_requests_history() -> None:
@@ -225,11 +228,14 @@ def test_images_become_image_blocks() -> None:
 async def test_store_records_and_finds(tmp_path: Path) -> None:
     store = SessionStore(tmp_path)
     await store.open()
-    await store.record("k1", session_id="s1", model="sonnet", workdir="/w", head="h1", context=None)
-    await store.record("k1", session_id="s2", model="opus", workdir="/w", head="h2", context="c")
-    found = await store.find_by_head("h2")
+    first = Transcript("scope", (Exchange(("u1",), "a1"),))
+    second = first.then(["u2"], "a2")
+    await store.record("k1", session_id="s1", model="sonnet", workdir="/w", head=first, context=None)
+    await store.record("k1", session_id="s2", model="opus", workdir="/w", head=second, context="c")
+    found = await store.find_holding(second)
     assert found is not None and (found.key, found.session_id, found.model, found.turns) == ("k1", "s2", "opus", 2)
-    assert await store.find_by_head("h1") is None
+    assert found.transcript == second
+    assert await store.find_holding(first) is None
     await store.close()
     reopened = SessionStore(tmp_path)
     await reopened.open()  # migrations are not applied twice
