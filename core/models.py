@@ -61,3 +61,27 @@ def resolve_model(requested: str | None, *, default: str = "", aliases: Mapping[
 
 def listed_models(aliases: Mapping[str, str] | None = None) -> list[str]:
     return list(LISTED_MODELS) + sorted(a for a in (aliases or {}) if a not in LISTED_MODELS)
+
+
+_FAMILY = re.compile(r"opus|sonnet|haiku")
+
+
+def family(model: str) -> str | None:
+    """opus, sonnet or haiku, when the name says."""
+    found = _FAMILY.search(model.lower())
+    return found.group(0) if found else None
+
+
+def answer_model(requested: str, resolved: str, answered: str) -> str:
+    """The `model` an answer reports.
+
+    The id the client asked for, while the model that answered is of the family that id stands
+    for: `claude-sonnet-4` means "the CLI's Sonnet", so an answer by the CLI's newest Sonnet is
+    not a different model, and clients that compare the two (OpenClaw flags every such run as
+    "rerouted") see none. The model that answered when it is of another family (a fallback) or
+    when the client named no family. The logs, the ledger and the metrics always have the real one.
+    """
+    if not answered:
+        return requested
+    wanted = family(resolved)
+    return requested if wanted is not None and wanted == family(answered) else answered

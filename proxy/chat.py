@@ -98,9 +98,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     writer: SSEWriter | JSONWriter
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        writer = SSEWriter(request, requested, settings.proxy_progress, include_usage)
+        writer = SSEWriter(request, requested, model, settings.proxy_progress, include_usage)
     else:
-        writer = JSONWriter(requested)
+        writer = JSONWriter(requested, model)
 
     # The client will send back what it received, progress lines included: that is the transcript to record.
     def head_after(_answer: str) -> Transcript:

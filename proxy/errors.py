@@ -56,10 +56,11 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 def _upstream(exc: UpstreamError) -> ApiFailure:
     status = exc.status
     if status == 429:
-        # The upstream's own wait, as the CLI saw it; none when it did not say (clients then back off themselves).
-        return ApiFailure(
-            429, "rate_limit_error", exc.message, code="upstream_rate_limited", retry_after=exc.retry_after
-        )
+        # Said as what it is, a limit of the subscription the CLI runs on, after the CLI's own retries: clients
+        # that retry such a 429 for minutes (OpenClaw) then stop at once and show it. The wait is the upstream's
+        # own, as the CLI saw it; none when it did not say.
+        message = f"The Claude subscription's usage or rate limit was reached (429 from Anthropic): {exc.message}"
+        return ApiFailure(429, "rate_limit_error", message, code="upstream_rate_limited", retry_after=exc.retry_after)
     if status in (401, 403):
         return ApiFailure(401, "authentication_error", exc.message, code="upstream_authentication_failed")
     return ApiFailure(502, "api_error", exc.message, code="upstream_error")

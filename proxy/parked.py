@@ -47,7 +47,7 @@ class ParkedTurn:
             return key == self.turn.key
         exchanges = self.transcript.exchanges
         reached = len(history.exchanges)
-        if reached > len(exchanges) or not Transcript(history.scope, exchanges[:reached]).holds(history):
+        if reached > len(exchanges) or not Transcript(self.transcript.scope, exchanges[:reached]).holds(history):
             return False
         if reached == len(exchanges):
             return True

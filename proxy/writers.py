@@ -20,6 +20,7 @@ from core.describe import format_duration
 from core.engine import Turn
 from core.errors import EngineError
 from core.events import Usage
+from core.models import answer_model
 from proxy.errors import engine_failure
 from proxy.schema import (
     ChatCompletion,
@@ -62,8 +63,9 @@ class Writer:
 
     started = False
 
-    def __init__(self, requested_model: str) -> None:
+    def __init__(self, requested_model: str, resolved_model: str = "") -> None:
         self._requested = requested_model
+        self._resolved = resolved_model  # what it means: the CLI's --model
         self.turn: Turn | None = None
         self.id = completion_id()
         self.created = int(time.time())
@@ -73,7 +75,7 @@ class Writer:
 
     @property
     def model(self) -> str:
-        return (self.turn.model_reported if self.turn else "") or self._requested
+        return answer_model(self._requested, self._resolved, self.turn.model_reported if self.turn else "")
 
     @property
     def sent_text(self) -> str:
@@ -87,8 +89,8 @@ class Writer:
 class JSONWriter(Writer):
     """Collects the answer; `response()` is the whole chat completion. Failures become HTTP statuses."""
 
-    def __init__(self, requested_model: str) -> None:
-        super().__init__(requested_model)
+    def __init__(self, requested_model: str, resolved_model: str = "") -> None:
+        super().__init__(requested_model, resolved_model)
         self._finish: FinishReason = "stop"
         self._usage: Usage | None = None
 
@@ -126,8 +128,10 @@ class JSONWriter(Writer):
 class SSEWriter(Writer):
     """One SSE answer. Started lazily, so failures before any output get a proper HTTP status."""
 
-    def __init__(self, request: web.Request, requested_model: str, progress: str, include_usage: bool) -> None:
-        super().__init__(requested_model)
+    def __init__(
+        self, request: web.Request, requested_model: str, resolved_model: str, progress: str, include_usage: bool
+    ) -> None:
+        super().__init__(requested_model, resolved_model)
         self._request = request
         self.progress_mode = progress
         self._include_usage = include_usage

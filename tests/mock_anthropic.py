@@ -14,6 +14,7 @@ The reply is chosen by directives in the newest user text of the request:
 - ``THINK``: a thinking block before the text
 - ``MAXTOK``: stop with ``max_tokens``
 - ``CALL_CLIENT <name> {json}`` (repeatable): calls of the offered MCP tools named ``mcp__*__<name>``
+- ``REROUTED``: the answer comes from ``REROUTED_MODEL``, whatever was asked for
 - ``MARKDOWN``: a 20,000-character Markdown answer with headings, code blocks and broken markup
 
 Every request body is kept in ``requests`` so tests can check what the CLI sent.
@@ -35,6 +36,7 @@ INPUT_TOKENS = 11
 CACHE_READ_TOKENS = 7
 CACHE_WRITE_TOKENS = 5
 MODEL_ANSWERING = "claude-mock-5"
+REROUTED_MODEL = "claude-haiku-9-9"
 
 
 def _text_of(content: Any) -> list[str]:
@@ -171,6 +173,8 @@ class MockAnthropic:
         self.requests.append(body)
         text = newest_user_text(body)
         tool_output = last_tool_result(body)
+        if "REROUTED" in text:  # answered by another model than asked for, as when a fallback model steps in
+            body = {**body, "model": REROUTED_MODEL}
 
         error = re.search(r"ERR(\d{3})", text)
         if error and tool_output is None:

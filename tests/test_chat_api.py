@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import Daemon
-from tests.mock_anthropic import CACHE_READ_TOKENS, CACHE_WRITE_TOKENS, INPUT_TOKENS, MockAnthropic
+from tests.mock_anthropic import CACHE_READ_TOKENS, CACHE_WRITE_TOKENS, INPUT_TOKENS, REROUTED_MODEL, MockAnthropic
 from tests.sse import post_sse
 
 
@@ -105,7 +105,16 @@ async def test_model_mapping(daemon: Daemon, mock_api: MockAnthropic, requested:
     )
     sent = mock_api.requests[-1]["model"]
     assert family in sent
-    assert completion.model == sent, "the reported model is the one that answered the main turn"
+    assert completion.model == requested, "the family asked for answered: the id asked for, not a reroute"
+
+
+async def test_an_answer_from_another_family_says_which(daemon: Daemon, mock_api: MockAnthropic) -> None:
+    completion = await daemon.client().chat.completions.create(
+        model="claude-sonnet-4", messages=[{"role": "user", "content": "REROUTED please"}]
+    )
+    assert completion.model == REROUTED_MODEL
+    plain = await daemon.client().chat.completions.create(messages=[{"role": "user", "content": "no model named"}])
+    assert plain.model == mock_api.requests[-1]["model"], "no model asked for: the one that answered"
 
 
 async def test_dated_model_id_passes_through(daemon: Daemon, mock_api: MockAnthropic) -> None:

@@ -6,14 +6,17 @@ Fast: no CLI, no daemon. The OpenClaw cases replay requests the real OpenClaw se
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from core.client_tools import ClientToolCall
 from proxy.conversation import BadConversation, PlannedTurn, plan_turn
+from proxy.parked import ParkedTurn
 from proxy.schema import ChatCompletionRequest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "openclaw"
@@ -134,9 +137,100 @@ def test_ids_that_collide_after_normalisation_are_matched_exactly_or_refused() -
 # -- the real OpenClaw's requests ----------------------------------------------------------------
 
 
-def _fixture(name: str) -> list[dict[str, Any]]:
+def _recorded(name: str) -> list[dict[str, Any]]:
     return json.loads((FIXTURES / f"{name}.json").read_text())["requests"]
 
 
-def _bodies(name: str) -> list[ChatCompletionRequest]:
-    return [ChatCompletionRequest.model_validate(body) for body in _fixture(name)]
+def _plan(body: dict[str, Any], scope: str = "s") -> PlannedTurn:
+    return plan_turn(ChatCompletionRequest.model_validate(body), scope=scope)
+
+
+def _answer(entry: dict[str, Any]) -> tuple[str, tuple[ClientToolCall, ...]]:
+    answer = entry["answer"]
+    return answer["text"], tuple(ClientToolCall(c["id"], c["name"], c["arguments"]) for c in answer["tool_calls"])
+
+
+def _vary(body: dict[str, Any], change: Any) -> dict[str, Any]:
+    varied = json.loads(json.dumps(body))
+    varied["messages"] = [change(m) for m in varied["messages"]]
+    return varied
+
+
+def _reflow(message: dict[str, Any]) -> dict[str, Any]:
+    """Whitespace changed and string content turned into text parts (and back)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        message["content"] = [{"type": "text", "text": "  " + content.replace(" ", "  ") + "\n"}]
+    elif isinstance(content, list) and all(p.get("type") == "text" for p in content):
+        message["content"] = "\n".join(p["text"] for p in content)
+    return message
+
+
+def _other_ids(message: dict[str, Any]) -> dict[str, Any]:
+    """Ids as OpenClaw leaves them, with the underscores of the originals (ours) back in place: either works."""
+    for call in message.get("tool_calls") or []:
+        call["id"] = call["id"].replace("toolumock", "toolu_mock_")
+        call["function"]["arguments"] = json.dumps(json.loads(call["function"]["arguments"]), indent=2)
+    if message.get("tool_call_id"):
+        message["tool_call_id"] = message["tool_call_id"].replace("toolumock", "toolu_mock_")
+    return message
+
+
+@pytest.mark.parametrize("case", ["three_turns", "exec_tool", "four_tool_turns"])
+@pytest.mark.parametrize("variation", [None, _reflow, _other_ids], ids=["as-sent", "reflowed", "other-ids"])
+def test_every_openclaw_request_continues_what_the_one_before_recorded(case: str, variation: Any) -> None:
+    """Each request's history is held by what the daemon recorded after the one before (or by the turn that waits
+    for its tool results), although OpenClaw drops its context message, strips ids and re-serialises arguments."""
+    entries = _recorded(case)
+    assert len(entries) >= 2
+    for before, after in itertools.pairwise(entries):
+        text, calls = _answer(before)
+        recorded = _plan(before["body"]).head_after(text, calls)
+        body = _vary(after["body"], variation) if variation else after["body"]
+        following = _plan(body)
+        assert following.history is not None and recorded.holds(following.history)
+        if calls:
+            assert set(following.results_for(calls)) == {c.call_id for c in calls}, "the results reach the calls"
+
+
+def test_openclaw_histories_of_other_conversations_are_not_held() -> None:
+    entries = _recorded("three_turns")
+    text, calls = _answer(entries[1])
+    recorded = _plan(entries[1]["body"]).head_after(text, calls)
+    third = entries[2]["body"]
+    assert not recorded.holds(_plan(third, scope="another key").history)  # type: ignore[arg-type]
+
+    def other_reply(message: dict[str, Any]) -> dict[str, Any]:
+        if message["role"] == "assistant":
+            message["content"] = "a reply this session never gave"
+        return message
+
+    def other_question(message: dict[str, Any]) -> dict[str, Any]:
+        if message["role"] == "user" and "my name is Ada" in json.dumps(message):
+            message["content"] = "my name is Grace"
+        return message
+
+    assert not recorded.holds(_plan(_vary(third, other_reply)).history)  # type: ignore[arg-type]
+    assert not recorded.holds(_plan(_vary(third, other_question)).history)  # type: ignore[arg-type]
+
+
+# -- when a client has moved on from a turn waiting for its tool results -----------------------------
+
+
+def test_a_client_that_moved_on_is_told_apart_from_other_conversations() -> None:
+    call = ClientToolCall("toolu_x", "exec", "{}")
+    asked = plan(user("q1"), assistant("a1"), user("CALL"))
+    turn: Any = SimpleNamespace(key="http:s:mine")
+    parked = ParkedTurn(turn, events=None, calls=(call,), transcript=asked.head_after("", (call,)))  # type: ignore[arg-type]
+
+    def moved_on(request: PlannedTurn, key: str | None = None) -> bool:
+        return parked.moved_on(request.sent, request.said, key)
+
+    calls_kept = [user("q1"), assistant("a1"), user("CALL"), assistant(None, ("toolux", "exec", "{}"))]
+    assert moved_on(plan(*calls_kept, user("never mind"))), "the calls, and a message instead of their results"
+    assert moved_on(plan(user("q1"), assistant("a1"), user("CALL"))), "the same request again"
+    assert not moved_on(plan(user("q1"), assistant("a1"), user("something else"))), "a branch of its own"
+    assert not moved_on(plan(user("hello"))), "another conversation"
+    assert not moved_on(plan(user("q1"), assistant("a1"), user("CALL"), scope="other key"))
+    assert moved_on(plan(user("hello")), key="http:s:mine"), "the same explicit conversation"
+    assert not moved_on(plan(user("q1"), assistant("a1"), user("CALL")), key="http:s:other")
