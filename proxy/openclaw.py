@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import socket
 from typing import Any
 
 from core.config import Settings
@@ -22,13 +21,15 @@ _MODELS = [
 
 
 def _is_loopback(host: str) -> bool:
-    """Whether every address `host` names is a loopback one. A name that does not resolve here (a LAN
-    name seen only from the client's network, say) is not known to be loopback."""
+    """A loopback address written as such (`127.0.0.1`, `::1`, `localhost`): what OpenClaw lets through
+    without `allowPrivateNetwork`. A name that merely resolves to one, or to a private address, it refuses."""
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except (OSError, UnicodeError):
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
         return False
-    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
 
 
 def provider_config(settings: Settings, host: str | None = None) -> dict[str, Any]:
@@ -53,8 +54,8 @@ def provider_config(settings: Settings, host: str | None = None) -> dict[str, An
         "models": models,
     }
     if not _is_loopback(shown_host):
-        # OpenClaw refuses a provider on a private address (its guard against server-side request forgery)
-        # unless the provider allows it: a daemon on the LAN is one.
+        # OpenClaw refuses a provider whose name resolves to a private or loopback address (its guard against
+        # server-side request forgery) unless the provider allows it: a daemon on the LAN is one.
         provider["request"] = {"allowPrivateNetwork": True}
     return {
         "models": {"mode": "merge", "providers": {PROVIDER: provider}},

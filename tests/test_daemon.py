@@ -301,6 +301,12 @@ async def test_openclaw_config(daemon_env: dict[str, str]) -> None:
     assert [m["id"] for m in provider["models"]] == ["claude-opus-4", "claude-sonnet-4", "claude-haiku-4"]
     assert all(m["contextWindow"] >= 200_000 and m["maxTokens"] > 0 and m["reasoning"] for m in provider["models"])
     assert config["agents"]["defaults"]["model"]["primary"] == "claude-max/claude-sonnet-4"
+    assert "request" not in provider, "loopback needs no exception from OpenClaw's private-network guard"
+    for host in ("some.lan", "192.168.1.5", "my-host"):
+        code, out, _ = await run("openclaw-config", "--public-host", host, env=daemon_env)
+        provider = json.loads(out)["models"]["providers"]["claude-max"]
+        assert provider["baseUrl"] == f"http://{host}:{daemon_env['PROXY_PORT']}/v1"
+        assert provider["request"] == {"allowPrivateNetwork": True}, "OpenClaw refuses such hosts without it"
 
 
 async def test_service_install_and_uninstall(daemon_env: dict[str, str], tmp_path: Path, claude_cli: Path) -> None:

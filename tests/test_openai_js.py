@@ -1,4 +1,5 @@
-"""The proxy as OpenClaw uses it: the openai JavaScript SDK, streaming, full history, no conversation id."""
+"""The proxy as the openai JavaScript SDK sees it, called the way OpenClaw's provider calls it: streaming, full history,
+no conversation id. (The real OpenClaw runs in test_openclaw.py; this one measures the stream's gaps precisely.)"""
 
 from __future__ import annotations
 
