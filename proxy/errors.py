@@ -56,10 +56,12 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 def _upstream(exc: UpstreamError) -> ApiFailure:
     status = exc.status
     if status == 429:
-        # Said as what it is, a limit of the subscription the CLI runs on, after the CLI's own retries: clients
-        # that retry such a 429 for minutes (OpenClaw) then stop at once and show it. The wait is the upstream's
-        # own, as the CLI saw it; none when it did not say.
-        message = f"The Claude subscription's usage or rate limit was reached (429 from Anthropic): {exc.message}"
+        # Said as what it is, a limit of the subscription the CLI runs on, after the CLI's own retries, and with when
+        # to come back: clients that would retry such a 429 for minutes (OpenClaw) stop at once and show the words.
+        # The wait is the upstream's own, as the CLI saw it; none when it did not say.
+        wait = f"in {exc.retry_after} seconds" if exc.retry_after else "when the plan's limit resets"
+        message = f"The Claude subscription's usage or rate limit was reached (429 from Anthropic); try again {wait}."
+        message += f" {exc.message[:150]}"
         return ApiFailure(429, "rate_limit_error", message, code="upstream_rate_limited", retry_after=exc.retry_after)
     if status in (401, 403):
         return ApiFailure(401, "authentication_error", exc.message, code="upstream_authentication_failed")
