@@ -1,4 +1,5 @@
-"""The aiohttp application: routes, middlewares, and the engine's lifetime."""
+"""The HTTP face as an aiohttp application: routes and middlewares. The engine it serves is put under
+`ENGINE` by the host (`claude_max.daemon.compose`), in a cleanup context that runs before this one's."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ from aiohttp.typedefs import Handler
 
 from core import __version__
 from core.config import Settings
-from core.engine import Engine
 from core.models import listed_models
 from proxy.chat import chat_completions
 from proxy.errors import error_middleware
-from proxy.keys import BOT, ENGINE, METRICS, PARKED, SETTINGS, get_engine
+from proxy.keys import ENGINE, METRICS, PARKED, SETTINGS, get_engine
 from proxy.metrics import Metrics
 from proxy.parked import ParkedTurns
 from proxy.schema import ModelCard, ModelList
@@ -61,26 +61,8 @@ async def request_log_middleware(request: web.Request, handler: Handler) -> web.
             request.app[METRICS].count_request(request, status)
 
 
-def _add_bot(app: web.Application, settings: Settings) -> None:
-    """The Telegram bot, on the same loop and engine; it stops polling before turns are cancelled."""
-    from bot.app import ClaudeBot  # only when the bot is on: PTB takes a while to import
-
-    async def bot_context(app: web.Application) -> AsyncIterator[None]:
-        bot = ClaudeBot(settings, app[ENGINE])
-        app[BOT] = bot
-        await bot.start()
-        yield
-        await bot.stop()
-
-    async def stop_polling(app: web.Application) -> None:
-        await app[BOT].stop_polling()
-
-    app.cleanup_ctx.append(bot_context)
-    app.on_shutdown.append(stop_polling)
-
-
-def create_app(settings: Settings, engine: Engine | None = None) -> web.Application:
-    """The daemon's HTTP application. Pass an engine to share one with other faces; otherwise one is built."""
+def create_app(settings: Settings) -> web.Application:
+    """The HTTP face. The host must put the engine under `ENGINE` before this app's cleanup contexts run."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[request_log_middleware, error_middleware, origin_middleware, auth_middleware,
@@ -89,26 +71,16 @@ def create_app(settings: Settings, engine: Engine | None = None) -> web.Applicat
     app[SETTINGS] = settings
     app[PARKED] = ParkedTurns(settings.tool_result_timeout, settings.tool_parked_max)
 
-    async def engine_context(app: web.Application) -> AsyncIterator[None]:
-        if engine is not None:
-            app[ENGINE] = engine
-            app[METRICS] = Metrics(engine)
-            yield
-            return
-        async with Engine(settings) as own:
-            app[ENGINE] = own
-            app[METRICS] = Metrics(own)
-            yield
+    async def metrics_context(app: web.Application) -> AsyncIterator[None]:
+        app[METRICS] = Metrics(app[ENGINE])
+        yield
 
-    async def cancel_turns(app: web.Application) -> None:
-        # Runs before aiohttp waits for handlers: a turn still running would hold the shutdown.
-        await app[ENGINE].shut_down()
+    async def release_parked(app: web.Application) -> None:
+        # Runs before aiohttp waits for handlers, after the host stopped the engine's turns.
         await app[PARKED].close()
 
-    app.cleanup_ctx.append(engine_context)
-    if settings.telegram_bot_token is not None:
-        _add_bot(app, settings)
-    app.on_shutdown.append(cancel_turns)
+    app.cleanup_ctx.append(metrics_context)
+    app.on_shutdown.append(release_parked)
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
     app.router.add_post("/v1/chat/completions", chat_completions)

@@ -20,9 +20,9 @@ import openai
 import pytest
 from aiohttp import web
 
+from claude_max.daemon import compose
 from core.config import Settings
 from core.engine import Engine
-from proxy.app import create_app
 from proxy.keys import ENGINE
 from tests.mock_anthropic import MockAnthropic
 
@@ -171,7 +171,7 @@ async def start_daemon(cli_env: str, make_settings: Callable[..., Settings]) -> 
 
     async def start(**overrides: object) -> Daemon:
         settings = make_settings(**overrides)
-        app = create_app(settings)
+        app = compose(settings)  # the daemon exactly as `claude-max serve` builds it
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

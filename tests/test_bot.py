@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.keys import BOT
+from claude_max.daemon import BOT
 from tests.conftest import Daemon, empty_env, processes_marked, running_commands, wait_no_processes
 from tests.fake_telegram import TOKEN, FakeTelegram, Fault, SentMessage
 from tests.mock_anthropic import MockAnthropic

@@ -318,7 +318,7 @@ async def test_service_install_and_uninstall(daemon_env: dict[str, str], tmp_pat
     assert code == 0
     unit_path = tmp_path / "xdg/systemd/user/claude-max.service"
     unit = unit_path.read_text()
-    assert f"ExecStart={sys.executable} -m proxy.cli serve --env-file {env_file}" in unit
+    assert f"ExecStart={sys.executable} -m claude_max.cli serve --env-file {env_file}" in unit
     assert f"WorkingDirectory={env_file.parent}" in unit and "Restart=on-failure" in unit
     assert f"Environment=CLAUDE_BIN={claude_cli}" in unit
     path_line = next(line for line in unit.splitlines() if line.startswith("Environment=PATH="))
@@ -331,14 +331,14 @@ async def test_service_install_and_uninstall(daemon_env: dict[str, str], tmp_pat
 def test_launchd_agent_for_macos(tmp_path: Path, claude_cli: Path) -> None:
     import plistlib
 
+    from claude_max.service import plan
     from core.config import Settings
-    from proxy.service import plan
 
     settings = Settings(_env_file=None, claude_bin=str(claude_cli))
     agent = plan(settings, env_file=tmp_path / ".env", platform="darwin")
     assert agent.path.name == "com.claude-max.daemon.plist" and "LaunchAgents" in str(agent.path)
     parsed = plistlib.loads(agent.content)
-    assert parsed["ProgramArguments"][:4] == [sys.executable, "-m", "proxy.cli", "serve"]
+    assert parsed["ProgramArguments"][:4] == [sys.executable, "-m", "claude_max.cli", "serve"]
     assert parsed["KeepAlive"] == {"SuccessfulExit": False} and parsed["RunAtLoad"] is True
     assert parsed["EnvironmentVariables"]["CLAUDE_BIN"] == str(claude_cli)
     assert agent.start[0][:2] == ["launchctl", "bootstrap"]

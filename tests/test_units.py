@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from claude_max.logs import RedactingFilter
 from core.config import SettingsError, load_settings
-from core.logs import RedactingFilter
 from core.models import UnknownModel, resolve_model
 from core.store import SessionStore, StoreError
 from core.transcript import Exchange, Transcript

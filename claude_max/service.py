@@ -46,7 +46,7 @@ def _search_path(claude: Path) -> str:
 
 
 def _command(env_file: Path) -> list[str]:
-    return [sys.executable, "-m", "proxy.cli", "serve", "--env-file", str(env_file)]
+    return [sys.executable, "-m", "claude_max.cli", "serve", "--env-file", str(env_file)]
 
 
 def systemd_plan(settings: Settings, claude: Path, workdir: Path, env_file: Path) -> ServicePlan:

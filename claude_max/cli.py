@@ -6,28 +6,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
+from claude_max.daemon import serve
+from claude_max.logs import configure_logging
+from claude_max.service import ServiceError
+from claude_max.service import install as install_service
+from claude_max.service import plan as service_plan
+from claude_max.service import uninstall as uninstall_service
 from core import __version__
 from core.config import Settings, SettingsError, load_settings
 from core.doctor import run_checks
-from core.engine import Engine
-from core.hygiene import AlreadyRunning
-from core.logs import configure_logging
-from core.store import SessionStore, StoreError
+from core.store import SessionStore
 from proxy import openclaw
-from proxy.app import create_app
-from proxy.keys import BOT
-from proxy.service import ServiceError
-from proxy.service import install as install_service
-from proxy.service import plan as service_plan
-from proxy.service import uninstall as uninstall_service
 
 log = logging.getLogger("claude_max")
 
@@ -91,56 +85,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "debug", False):
         overrides["debug"] = "1"
     return load_settings(**overrides)
-
-
-async def serve(settings: Settings) -> int:
-    problems = [c for c in await run_checks(settings) if not c.ok and c.fatal]
-    if problems:
-        for check in problems:
-            print(f"claude-max: cannot start: {check.name}: {check.detail}", file=sys.stderr)
-            if check.fix:
-                print(f"  fix: {check.fix}", file=sys.stderr)
-        return 2
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        async with Engine(settings) as engine:
-            app = create_app(settings, engine)
-            runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, settings.proxy_host, settings.proxy_port)
-            try:
-                await site.start()
-            except OSError as exc:
-                await runner.cleanup()
-                print(
-                    f"claude-max: cannot listen on {settings.proxy_host}:{settings.proxy_port}: {exc.strerror}; "
-                    "is another daemon running? (`claude-max doctor` says who holds the port)",
-                    file=sys.stderr,
-                )
-                return 1
-            log.info(
-                "serving url=http://%s:%s/v1 workdir=%s state_dir=%s max_concurrent=%s warm_max=%s version=%s",
-                settings.proxy_host, settings.proxy_port, settings.workdir, settings.state_dir,
-                settings.max_concurrent, settings.warm_max, __version__,
-            )  # fmt: skip
-            await stop.wait()
-            stop.clear()  # a second signal skips the grace period
-            log.info("draining running_turns=%s grace_s=%s", engine.running, settings.shutdown_grace)
-            if BOT in app:
-                await app[BOT].stop_polling()
-            drain = asyncio.create_task(engine.drain(settings.shutdown_grace))
-            await asyncio.wait([drain, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-            drain.cancel()
-            log.info("shutting_down running_turns=%s", engine.running)
-            await runner.cleanup()
-    except (StoreError, AlreadyRunning) as exc:
-        print(f"claude-max: {exc}", file=sys.stderr)
-        return 1
-    log.info("stopped")
-    return 0
 
 
 async def doctor(settings: Settings) -> int:
