@@ -88,17 +88,15 @@ async def check_cli(settings: Settings) -> list[Check]:
 
 def check_permissions(settings: Settings) -> Check:
     mode = settings.claude_permission_mode
-    if (
-        mode == "bypassPermissions"
-        and hasattr(os, "geteuid")
-        and os.geteuid() == 0
-        and not os.environ.get("IS_SANDBOX")
-    ):
+    # What the CLI will see (the environment, and .env values it does not have); the CLI accepts only "1".
+    sandbox = settings.child_environment().get("IS_SANDBOX")
+    if mode == "bypassPermissions" and hasattr(os, "geteuid") and os.geteuid() == 0 and sandbox != "1":
+        shown = "" if sandbox is None else f" (IS_SANDBOX={sandbox!r} is not 1)"
         return Check(
             "permission mode",
             False,
-            "running as root with CLAUDE_PERMISSION_MODE=bypassPermissions: the CLI refuses this",
-            "run the daemon as a normal user, or set IS_SANDBOX=1 if this machine is a sandbox",
+            f"running as root with CLAUDE_PERMISSION_MODE=bypassPermissions: the CLI refuses this{shown}",
+            "run the daemon as a normal user, or set IS_SANDBOX=1 (exactly 1) if this machine is a sandbox",
         )
     return Check("permission mode", True, mode)
 

@@ -198,7 +198,13 @@ class Engine:
 
     @property
     def running(self) -> int:
-        return len(self._turns)
+        """Turns in progress; a turn waiting for a client's tool results is not one (it holds no slot)."""
+        return sum(1 for turn in self._turns if not turn.awaiting_client)
+
+    @property
+    def waiting_for_clients(self) -> int:
+        """Turns waiting for a client's tool results."""
+        return len(self._turns) - self.running
 
     async def forget(self, key: str) -> bool:
         """Drop a conversation: its session mapping and its warm process."""

@@ -32,7 +32,8 @@ async def health(request: web.Request) -> web.Response:
             "status": "ok",
             "version": __version__,
             "running_turns": engine.running,
-            "waiting_turns": engine.waiting,
+            "waiting_turns": engine.waiting,  # for a slot
+            "tool_waiting_turns": engine.waiting_for_clients,  # for a client's tool results
             "max_concurrent": engine.settings.max_concurrent,
         }
     )

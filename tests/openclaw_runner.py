@@ -105,13 +105,32 @@ split = sys.argv.index("--")
 os._exit(asyncio.run(main(sys.argv[2:split], sys.argv[split + 1 :])))
 """
 
-# Run by /bin/sh inside the fresh namespaces: $1 is the state dir, the rest the command. /tmp becomes
-# STATE_DIR/tmp; a state dir that is itself under /tmp is bound back at its own path through the cwd.
+# Run by /bin/sh inside the fresh namespaces: $1 is the state dir, $2 the number of directories to keep, then
+# those directories, then the command. /tmp becomes STATE_DIR/tmp; the kept directories that live under /tmp (the
+# state dir, the checkout with its .venv and .cache, the Python) are opened first and bound back at their own
+# paths through /proc/self/fd, so a checkout in /tmp (as CI's may be) still works.
 SANDBOX_SCRIPT = """\
 state=$1
-shift
-{ ip link set lo up && cd "$state" && mount --bind "$state/tmp" /tmp && mkdir -p "$state" &&
-  mount --no-canonicalize --bind /proc/self/cwd "$state" && cd "$state"; } || exit 121
+count=$2
+shift 2
+ip link set lo up || exit 121
+fd=3
+kept=""
+while [ "$count" -gt 0 ]; do
+  eval "exec $fd<\\"\\$1\\"" || exit 121
+  kept="$kept $fd:$1"
+  fd=$((fd + 1))
+  count=$((count - 1))
+  shift
+done
+mount --bind "$state/tmp" /tmp || exit 121
+for entry in $kept; do
+  number=${entry%%:*}
+  path=${entry#*:}
+  { mkdir -p "$path" && mount --no-canonicalize --bind "/proc/self/fd/$number" "$path"; } || exit 121
+  eval "exec $number<&-"
+done
+cd "$state" || exit 121
 exec "$@"
 """
 # Exit codes of the sandbox itself (not of OpenClaw): harness problems.
@@ -160,6 +179,19 @@ def _loopback_listen(host: str, port: int) -> list[str]:
     if host == "localhost":
         return [f"127.0.0.1:{port}", f"?::1:{port}"]
     return [f"{host}:{port}"]
+
+
+def _kept_under_tmp(paths: Sequence[Path]) -> list[str]:
+    """The directories under /tmp that the sandbox must see through its private /tmp, outermost only."""
+    tmp = Path("/tmp").resolve()
+    candidates = sorted({Path(os.path.realpath(p)) for p in paths}, key=lambda p: len(p.parts))
+    kept: list[Path] = []
+    for path in candidates:
+        if path.is_relative_to(tmp) and path != tmp and not any(path.is_relative_to(k) for k in kept):
+            if any(c.isspace() for c in str(path)):
+                raise OpenClawError(f"the sandbox cannot keep a path with spaces: {path}")
+            kept.append(path)
+    return [str(p) for p in kept]
 
 
 def _parse_daemon_url(daemon_url: str) -> tuple[str, str, int]:
@@ -377,7 +409,11 @@ class OpenClaw:
             argv.append("--map-root-user")
         listen = _loopback_listen(self._host, self._port) if socket_name else []
         bridge = [sys.executable, "-I", "-B", str(self.state_dir / "nsbridge.py"), socket_name or "-", *listen, "--"]
-        return [*argv, "--", "/bin/sh", "-c", SANDBOX_SCRIPT, "sandbox", str(self.state_dir), *bridge, *command]
+        kept = _kept_under_tmp([self.state_dir, ROOT, self.prefix, Path(sys.executable).parent, Path(sys.prefix)])
+        return [
+            *argv, "--", "/bin/sh", "-c", SANDBOX_SCRIPT, "sandbox", str(self.state_dir), str(len(kept)), *kept,
+            *bridge, *command,
+        ]  # fmt: skip
 
     async def _run(
         self, command: Sequence[str], *, limit: float, pipe: bool, config_path: Path | None = None

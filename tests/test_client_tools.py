@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 
@@ -308,6 +309,9 @@ async def test_a_turn_waiting_for_a_client_holds_no_slot(
     assert first.choices[0].finish_reason == "tool_calls"
     plain = await client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "meanwhile"}])
     assert plain.choices[0].message.content == "MOCK reply to: meanwhile"
+    async with aiohttp.ClientSession() as session, session.get(f"{daemon.url}/health") as response:
+        health = await response.json()
+    assert (health["running_turns"], health["tool_waiting_turns"]) == (0, 1), "waiting for a client is not running"
 
 
 async def test_each_response_reports_its_own_share_of_the_usage(daemon: Daemon, mock_api: MockAnthropic) -> None:

@@ -49,16 +49,21 @@ def daemon_env(cli_env: str, claude_cli: Path, tmp_path: Path) -> dict[str, str]
     }
 
 
-@pytest.fixture
-async def serve(daemon_env: dict[str, str], tmp_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+async def start_serving(env: dict[str, str], tmp_path: Path) -> asyncio.subprocess.Process:
     process = await asyncio.create_subprocess_exec(
         str(COMMAND), "serve", "--env-file", str(empty_env(tmp_path)),
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, **daemon_env},
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, **env},
     )  # fmt: skip
     assert process.stderr is not None
     async with asyncio.timeout(20):
         while b"event=serving" not in await process.stderr.readline():
             pass
+    return process
+
+
+@pytest.fixture
+async def serve(daemon_env: dict[str, str], tmp_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    process = await start_serving(daemon_env, tmp_path)
     yield process
     if process.returncode is None:
         process.kill()
@@ -90,34 +95,42 @@ async def test_serve_answers_and_stops_cleanly_on_sigterm(
 
 
 async def test_sigterm_drains_running_turns_then_stops(
-    serve: asyncio.subprocess.Process, daemon_env: dict[str, str], cli_env: str, mock_api: MockAnthropic
+    daemon_env: dict[str, str], cli_env: str, mock_api: MockAnthropic, tmp_path: Path
 ) -> None:
     """SIGTERM with 4 turns running: they finish within the grace period, new requests get 503."""
-    url = f"http://127.0.0.1:{daemon_env['PROXY_PORT']}/v1"
-    client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0, timeout=30)
-    tools = [{"type": "function", "function": {"name": "noop", "parameters": {"type": "object"}}}]
-    # A request with the client's own tools first: it starts the MCP server, which must not take the signal.
-    await client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "hi"}], tools=tools)
-    running = [
-        asyncio.create_task(
-            client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": f"LONG12 SLOW {i}"}])
-        )
-        for i in range(4)
-    ]
-    async with asyncio.timeout(60):  # never hang: fail
-        while mock_api.in_flight < 4:
-            await asyncio.sleep(0.02)
-    serve.send_signal(signal.SIGTERM)
-    await asyncio.sleep(0.2)
-    with pytest.raises(openai.APIStatusError) as caught:
-        await client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "too late"}])
-    assert caught.value.status_code == 503 and caught.value.code == "shutting_down"
-    answers = await asyncio.gather(*running)
-    assert all(a.choices[0].message.content == "".join(f"w{n} " for n in range(12)) for a in answers)
-    async with asyncio.timeout(15):
-        assert await serve.wait() == 0
-    await client.close()
-    assert await wait_no_processes(cli_env, within=5) == []
+    serve = await start_serving({**daemon_env, "SHUTDOWN_GRACE": "20"}, tmp_path)
+    try:
+        url = f"http://127.0.0.1:{daemon_env['PROXY_PORT']}/v1"
+        client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0, timeout=60)
+        tools = [{"type": "function", "function": {"name": "noop", "parameters": {"type": "object"}}}]
+        # A request with the client's own tools first: it starts the MCP server, which must not take the signal.
+        await client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "hi"}], tools=tools)
+        # Each answer streams for 5 s, so all four are running at once even when CLIs are slow to start.
+        ask = "LONG100 SLOW {}"
+        running = [
+            asyncio.create_task(
+                client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": ask.format(i)}])
+            )
+            for i in range(4)
+        ]
+        async with asyncio.timeout(60):  # never hang: fail
+            while mock_api.in_flight < 4:
+                await asyncio.sleep(0.02)
+        serve.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        with pytest.raises(openai.APIStatusError) as caught:
+            await client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "too late"}])
+        assert caught.value.status_code == 503 and caught.value.code == "shutting_down"
+        answers = await asyncio.gather(*running)
+        assert all(a.choices[0].message.content == "".join(f"w{n} " for n in range(100)) for a in answers)
+        async with asyncio.timeout(30):
+            assert await serve.wait() == 0
+        await client.close()
+        assert await wait_no_processes(cli_env, within=5) == []
+    finally:
+        if serve.returncode is None:
+            serve.kill()
+            await serve.wait()
 
 
 async def test_sigkill_leftovers_are_reaped_by_the_next_start(

@@ -115,7 +115,8 @@ async def test_four_tool_turns_in_a_row_leave_nothing_running(
         assert turn.ok, turn.stderr
         assert turn.text == f"Tool said: round-{n}"
     assert [(t.outcome, t.resumed is not None) for t in ended] == [("ok", False)] + [("ok", True)] * 3
-    assert daemon.engine.running == 0 and len(daemon.app[PARKED]) == 0, "no turn left waiting or running"
+    assert daemon.engine.running == daemon.engine.waiting_for_clients == 0, "no turn left running or waiting"
+    assert len(daemon.app[PARKED]) == 0
 
 
 async def test_an_upstream_429_surfaces_at_once(

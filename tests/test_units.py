@@ -11,6 +11,7 @@ import pytest
 
 from claude_max.logs import RedactingFilter
 from core.config import SettingsError, load_settings
+from core.doctor import check_permissions
 from core.models import UnknownModel, resolve_model
 from core.store import SessionStore, StoreError
 from core.transcript import Exchange, Transcript
@@ -300,3 +301,14 @@ def test_turn_summary_counts_tools_by_name_and_not_waiting() -> None:
     assert "waiting" not in progress.render(), "a tool started: the turn has its slot"
     summary = summary_line(progress, 0.0123, "✅ Done")
     assert summary.startswith("✅ Done · 0s · 3 tools (Bash×2, Read) · $0.0123")
+
+
+def test_doctor_reads_is_sandbox_as_the_cli_will(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # the CLI refuses bypassPermissions only to root
+    monkeypatch.delenv("IS_SANDBOX", raising=False)
+    env_file = tmp_path / ".env"
+    env_file.write_text("IS_SANDBOX=1\n")
+    assert check_permissions(load_settings(_env_file=env_file)).ok, "IS_SANDBOX=1 in .env reaches the CLI"
+    monkeypatch.setenv("IS_SANDBOX", "yes")
+    refused = check_permissions(load_settings(_env_file=env_file))
+    assert not refused.ok and "'yes' is not 1" in refused.detail, "the CLI accepts only 1"
