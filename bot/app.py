@@ -30,12 +30,21 @@ from bot.calls import send
 from bot.chat import ChatSession, Job, conversation_key
 from bot.progress import STOP_DATA
 from bot.uploads import UploadRefused, check_size, upload_path
-from core.config import Settings
-from core.describe import format_duration
-from core.engine import Engine, Prompt, Turn
-from core.errors import ActivityTimeout, SessionNotFound, TurnFailed
-from core.images import BadImage, image_block_from_bytes
-from core.models import UnknownModel, listed_models, resolve_model
+from core import (
+    ActivityTimeout,
+    BadImage,
+    Engine,
+    Prompt,
+    SessionNotFound,
+    Settings,
+    Turn,
+    TurnFailed,
+    UnknownModel,
+    format_duration,
+    image_block_from_bytes,
+    listed_models,
+    resolve_model,
+)
 
 log = logging.getLogger("bot.app")
 

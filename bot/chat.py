@@ -13,25 +13,27 @@ from telegram import Bot
 from bot.calls import send
 from bot.progress import Progress
 from bot.render import render
-from core.answer import AnswerDelta
-from core.config import Settings
-from core.describe import format_duration
-from core.engine import SHUTDOWN_REASON, Engine, Prompt, Turn, TurnRequest
-from core.errors import (
+from core import (
+    SHUTDOWN_REASON,
     ActivityTimeout,
+    AnswerDelta,
     CLIUnavailable,
+    Engine,
     EngineError,
-    Saturated,
+    Prompt,
+    Settings,
     ShuttingDown,
+    ToolStart,
+    Turn,
     TurnCancelled,
+    TurnRequest,
     UpstreamError,
+    format_duration,
 )
-from core.events import ToolStart
 
 log = logging.getLogger("bot.chat")
 
 STOPPED_BY_USER = "stopped by the user"
-SLOT_RETRY_EVERY = 2.0
 
 
 def conversation_key(chat_id: int) -> str:
@@ -94,6 +96,7 @@ class ChatSession:
         self._stop_reason: str | None = None
         self._worker: asyncio.Task[None] | None = None
         self._cancelling: asyncio.Task[None] | None = None
+        self._entering: asyncio.Task[Turn] | None = None  # the turn, from its wait for a slot to its end
 
     @property
     def busy(self) -> bool:
@@ -125,6 +128,8 @@ class ChatSession:
         self._stop_reason = reason
         if self.turn is not None:
             self._cancelling = asyncio.create_task(self.turn.cancel(reason))
+        elif self._entering is not None:
+            self._entering.cancel()  # still waiting for a slot or for the CLI to start
         return "stopping", dropped
 
     async def close(self) -> None:
@@ -153,7 +158,10 @@ class ChatSession:
         self.progress = progress
         await progress.start()
         model = await self._engine.store.preferred_model(self.key) or ""
-        request = TurnRequest(prompt_for=lambda _: job.prompt, key=self.key, model=model, face="telegram")
+        request = TurnRequest(
+            prompt_for=lambda _: job.prompt, key=self.key, model=model, face="telegram", patient=True,
+            on_queued=lambda: setattr(progress, "waiting_for_slot", True),
+        )  # fmt: skip
         summary = "⚠️ Failed"
         try:
             turn = await self._run_turn(request, progress)
@@ -179,23 +187,29 @@ class ChatSession:
             await progress.finish(summary)
 
     async def _run_turn(self, request: TurnRequest, progress: Progress) -> Turn:
-        while True:
-            if self._stop_reason is not None:
-                raise TurnCancelled(self._stop_reason)
-            try:
-                async with self._engine.turn(request) as turn:
-                    self.turn = turn
-                    if self._stop_reason is not None:  # stopped while waiting for the CLI to start
-                        self._cancelling = asyncio.create_task(turn.cancel(self._stop_reason))
-                    async for event in turn:
-                        if isinstance(event, ToolStart) and event.parent_tool_use_id is None:
-                            progress.tool(event.name, event.input)
-                        elif isinstance(event, AnswerDelta):
-                            progress.answer = turn.answer.text
-                return turn
-            except Saturated:
-                progress.waiting_for_slot = True
-                await asyncio.sleep(SLOT_RETRY_EVERY)
+        """Run the turn in a task of its own, so that /stop can end it while it still waits for a slot."""
+        self._entering = asyncio.create_task(self._read_turn(request, progress))
+        try:
+            return await self._entering
+        except asyncio.CancelledError:
+            if self._stop_reason is None or not self._entering.cancelled():
+                raise  # not our stop: the daemon is going away
+            raise TurnCancelled(self._stop_reason) from None
+        finally:
+            self._entering = None
+
+    async def _read_turn(self, request: TurnRequest, progress: Progress) -> Turn:
+        async with self._engine.turn(request) as turn:  # waits for a slot in arrival order, without a limit
+            progress.waiting_for_slot = False
+            self.turn = turn
+            if self._stop_reason is not None:  # stopped while waiting for the CLI to start
+                self._cancelling = asyncio.create_task(turn.cancel(self._stop_reason))
+            async for event in turn:
+                if isinstance(event, ToolStart) and event.parent_tool_use_id is None:
+                    progress.tool(event.name, event.input)
+                elif isinstance(event, AnswerDelta):
+                    progress.answer = turn.answer.text
+        return turn
 
     async def deliver(self, answer: str, reply_to: int | None = None) -> None:
         """Send the answer as Telegram messages; plain text where entities are refused."""

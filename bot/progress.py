@@ -22,7 +22,7 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
 from bot.calls import is_not_modified, retry_after_seconds, send
-from core.describe import describe_tool, format_duration
+from core import describe_tool, format_duration
 
 log = logging.getLogger("bot.progress")
 

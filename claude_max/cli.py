@@ -17,10 +17,7 @@ from claude_max.service import ServiceError
 from claude_max.service import install as install_service
 from claude_max.service import plan as service_plan
 from claude_max.service import uninstall as uninstall_service
-from core import __version__
-from core.config import Settings, SettingsError, load_settings
-from core.doctor import run_checks
-from core.store import SessionStore
+from core import SessionStore, Settings, SettingsError, __version__, load_settings, run_checks
 from proxy import openclaw
 
 log = logging.getLogger("claude_max")

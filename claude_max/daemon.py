@@ -22,12 +22,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from core import __version__
-from core.config import Settings
-from core.doctor import run_checks
-from core.engine import Engine
-from core.hygiene import AlreadyRunning
-from core.store import StoreError
+from core import AlreadyRunning, Engine, Settings, StoreError, __version__, run_checks
 from proxy.app import create_app
 from proxy.keys import ENGINE
 

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.config import Settings
+from core import Settings
 
 NAME = "claude-max"
 LAUNCHD_LABEL = "com.claude-max.daemon"

@@ -94,6 +94,10 @@ class TurnRequest:
     context: str | None = None
     face: str = "http"
     tools: tuple[ClientTool, ...] = ()  # the client's own tools, offered to Claude over MCP
+    # Wait for a CLI slot as long as it takes (in arrival order with every other turn) instead of QUEUE_WAIT:
+    # for a face that keeps its user waiting anyway (a chat), not for an HTTP client that can retry.
+    patient: bool = False
+    on_queued: Callable[[], None] | None = None  # called when the turn has to wait for a slot
 
 
 class EngineState(enum.Enum):
@@ -247,10 +251,12 @@ class Engine:
                 del self._lock_users[key]
                 del self._locks[key]
 
-    async def _acquire_slot(self) -> None:
+    async def _acquire_slot(self, request: TurnRequest) -> None:
         self.waiting += 1
         try:
-            async with asyncio.timeout(self.settings.queue_wait):
+            if self._slots.locked() and request.on_queued is not None:
+                request.on_queued()
+            async with asyncio.timeout(None if request.patient else self.settings.queue_wait):
                 await self._slots.acquire()
         except TimeoutError:
             raise Saturated(
@@ -408,7 +414,7 @@ class Turn:
         return self
 
     async def _take_slot(self) -> None:
-        await self._engine._acquire_slot()
+        await self._engine._acquire_slot(self.request)
         self._has_slot = True
 
     def _free_slot(self) -> None:
@@ -448,7 +454,6 @@ class Turn:
         process, self.source = await self._engine._process_for(self, resume)
         self._process = process
         process.touch()
-        process.turns += 1
         if not await process.send(message) and self.source != "cold":
             # A warm process that died between turns: replace it with a cold --resume, unseen by the caller.
             await process.stop()

@@ -98,8 +98,6 @@ class CLIProcess:
         self._eof = False
         self._last_activity = time.monotonic()
         self.last_activity_note = "started"
-        self.started_at = time.monotonic()
-        self.turns = 0  # turns this process has served
         self.tool_session: ToolSession | None = None  # the client tools this process was started with
         self.on_stop: Callable[[], None] | None = None
 
@@ -144,7 +142,7 @@ class CLIProcess:
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
             )
-        self.started_at = self._last_activity = time.monotonic()
+        self._last_activity = time.monotonic()
         self._readers = [asyncio.create_task(self._read_stdout()), asyncio.create_task(self._read_stderr())]
         log.debug("cli started pid=%s argv=%s", self._proc.pid, " ".join(spawn.argv[1:]))
 

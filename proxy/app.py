@@ -10,9 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from core import __version__
-from core.config import Settings
-from core.models import listed_models
+from core import Settings, __version__, listed_models
 from proxy.chat import chat_completions
 from proxy.errors import error_middleware
 from proxy.keys import ENGINE, METRICS, PARKED, SETTINGS, get_engine

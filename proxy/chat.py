@@ -11,14 +11,22 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from pydantic import ValidationError
 
-from core.answer import AnswerDelta
-from core.client_tools import ClientToolCall, ClientToolsPending
-from core.describe import describe_tool
-from core.engine import Turn, TurnEvent, TurnRequest
-from core.errors import EngineError
-from core.events import Result, ThinkingDelta, ToolStart
-from core.models import UnknownModel, resolve_model
-from core.transcript import Transcript
+from core import (
+    AnswerDelta,
+    ClientToolCall,
+    ClientToolsPending,
+    EngineError,
+    Result,
+    ThinkingDelta,
+    ToolStart,
+    Transcript,
+    Turn,
+    TurnEvent,
+    TurnRequest,
+    UnknownModel,
+    describe_tool,
+    resolve_model,
+)
 from proxy.conversation import BadConversation, conversation_key, plan_turn
 from proxy.errors import ApiException, ApiFailure, bad_request
 from proxy.keys import PARKED, SCOPE, SETTINGS, get_engine
@@ -179,10 +187,12 @@ async def _run(
                 await writer.thinking(event.text)
             elif isinstance(event, Result):
                 await writer.finish(finish_reason(event), turn.unreported(event.usage))
-    except EngineError as exc:
+    except Exception as exc:
         error = exc
         if not writer.started or not isinstance(writer, SSEWriter):
             raise  # nothing sent yet: the error middleware answers with a proper status
+        if not isinstance(exc, EngineError):
+            log.exception("stream_crashed conversation=%s", turn.key)  # a bug, or the store failed
         await writer.fail(exc)
     except BaseException as exc:
         error = exc

@@ -19,10 +19,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.client_tools import ClientTool, ClientToolCall, mcp_names
-from core.images import BadImage, image_block
-from core.store import Conversation
-from core.transcript import Exchange, Transcript, digest
+from core import (
+    BadImage,
+    ClientTool,
+    ClientToolCall,
+    Conversation,
+    Exchange,
+    Transcript,
+    digest,
+    image_block,
+    mcp_names,
+)
 from proxy.schema import (
     AssistantMessage,
     ChatCompletionRequest,

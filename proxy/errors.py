@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from core.config import RETRY_AFTER_SECONDS
-from core.errors import (
+from core import (
+    RETRY_AFTER_SECONDS,
     ActivityTimeout,
     CLIUnavailable,
     EngineError,
@@ -89,6 +89,13 @@ def engine_failure(exc: EngineError) -> ApiFailure:
     return ApiFailure(502, "api_error", exc.message, code="engine_error")
 
 
+def failure_of(exc: BaseException) -> ApiFailure:
+    """Any failure as an answer: the engine's by the table above, anything else as a 500 of our own."""
+    if isinstance(exc, EngineError):
+        return engine_failure(exc)
+    return ApiFailure(500, "api_error", f"the daemon failed: {type(exc).__name__}: {exc}", code="internal_error")
+
+
 def http_failure(exc: web.HTTPException) -> ApiFailure:
     if exc.status == 404:
         return ApiFailure(404, "invalid_request_error", "unknown route", code="not_found")
@@ -113,3 +120,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return http_failure(exc).response()
+    except Exception as exc:  # a bug or a broken store: logged with its traceback, answered in OpenAI's shape
+        log.exception("request_crashed path=%s", request.path)
+        return failure_of(exc).response()

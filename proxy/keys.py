@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from core.config import Settings
-from core.engine import Engine
+from core import Engine, Settings
 
 if TYPE_CHECKING:
     from proxy.metrics import Metrics

@@ -6,7 +6,7 @@ import ipaddress
 import json
 from typing import Any
 
-from core.config import Settings
+from core import Settings
 
 PROVIDER = "claude-max"
 

@@ -21,9 +21,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from core.client_tools import ClientToolCall, ClientToolsPending
-from core.engine import Turn, TurnEvent
-from core.transcript import Transcript
+from core import ClientToolCall, ClientToolsPending, Transcript, Turn, TurnEvent
 
 log = logging.getLogger("proxy.parked")
 

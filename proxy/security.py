@@ -14,7 +14,7 @@ import hmac
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from core.config import Settings
+from core import Settings
 from proxy.errors import ApiException, ApiFailure
 from proxy.keys import SCOPE, SETTINGS
 

@@ -15,13 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from core.client_tools import ClientToolCall
-from core.describe import format_duration
-from core.engine import Turn
-from core.errors import EngineError
-from core.events import Usage
-from core.models import answer_model
-from proxy.errors import engine_failure
+from core import ClientToolCall, Turn, Usage, answer_model, format_duration
+from proxy.errors import failure_of
 from proxy.schema import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -218,10 +213,10 @@ class SSEWriter(Writer):
             await self.send(last.model_dump(mode="json"))
         await self._done()
 
-    async def fail(self, error: EngineError) -> None:
+    async def fail(self, error: BaseException) -> None:
         """After the first byte, a failure is an error event in the stream, then [DONE]."""
         self.finished = True
-        failure = engine_failure(error)
+        failure = failure_of(error)
         log.info("stream_failed status=%s code=%s", failure.status, failure.code)
         await self.send(failure.body().model_dump(mode="json"))
         await self._done()

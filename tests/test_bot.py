@@ -13,7 +13,7 @@ import pytest
 from claude_max.daemon import BOT
 from tests.conftest import Daemon, empty_env, processes_marked, running_commands, wait_no_processes
 from tests.fake_telegram import TOKEN, FakeTelegram, Fault, SentMessage
-from tests.mock_anthropic import MockAnthropic
+from tests.mock_anthropic import MockAnthropic, newest_user_text
 
 USER = 111
 STRANGER = 999
@@ -485,3 +485,44 @@ async def test_doctor_checks_telegram(telegram: FakeTelegram, cli_env: str, clau
     assert code == 1 and "Telegram polling" in out and "only one bot instance" in out
     code, out = await run("serve")
     assert code == 2 and "cannot start: Telegram polling" in out
+
+
+async def test_a_telegram_turn_waits_for_a_slot_in_the_engines_queue(
+    start_bot: Callable[..., object], telegram: FakeTelegram, mock_api: MockAnthropic
+) -> None:
+    """With every slot busy, a chat message waits in the engine's queue, where turns get slots in arrival order,
+    beyond QUEUE_WAIT and without ever leaving it (no retry loop in which HTTP requests could pass it). /stop ends
+    the wait at once."""
+    daemon: Daemon = await start_bot(max_concurrent=1, queue_wait=1)  # type: ignore[assignment]
+    client = daemon.client()
+
+    def shown_waiting() -> int:
+        calls = telegram.calls_of("sendMessage") + telegram.calls_of("editMessageText")
+        return sum("waiting for a free Claude Code slot" in str(c.params.get("text")) for c in calls)
+
+    def occupy(text: str) -> asyncio.Task[object]:
+        messages = [{"role": "user", "content": f"LONG100 SLOW {text}"}]  # 5 s of answer
+        return asyncio.create_task(client.chat.completions.create(model="sonnet", messages=messages))  # type: ignore[arg-type]
+
+    busy = occupy("first")
+    await telegram.wait_for(lambda: mock_api.in_flight == 1, within=20)
+    telegram.user_sends("from the chat")
+    await telegram.wait_for(lambda: daemon.engine.waiting == 1, within=5)
+    queued = []
+    for _ in range(20):  # two seconds, twice QUEUE_WAIT: always in the queue
+        queued.append(daemon.engine.waiting)
+        await asyncio.sleep(0.1)
+    assert queued == [1] * 20
+    await busy
+    await wait_answer(telegram, "MOCK reply to: from the chat")
+    assert shown_waiting() > 0, "the chat was told it waits for a slot"
+    # Stopped while it waits: nothing runs, the chat is told.
+    busy = occupy("again")
+    await telegram.wait_for(lambda: mock_api.in_flight == 1, within=20)
+    telegram.user_sends("never run")
+    await telegram.wait_for(lambda: daemon.engine.waiting == 1, within=5)
+    telegram.user_sends("/stop")
+    await wait_answer(telegram, "⏹ Stopped")
+    assert daemon.engine.waiting == 0
+    await busy
+    assert "never run" not in [newest_user_text(r) for r in mock_api.requests]

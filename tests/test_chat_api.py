@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 
 import aiohttp
@@ -335,3 +336,26 @@ async def test_an_upstream_429_without_a_known_wait_names_none(daemon: Daemon, m
     with pytest.raises(openai.RateLimitError) as caught:
         await daemon.client().chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "ERR429"}])
     assert "retry-after" not in caught.value.response.headers
+
+
+async def test_a_store_that_fails_mid_answer_ends_it_cleanly(
+    daemon: Daemon, mock_api: MockAnthropic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broken store (a full disk) after the model answered: the stream ends with an error event and [DONE], a
+    whole answer is a 500 in OpenAI's shape; the daemon goes on serving."""
+
+    async def disk_full(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(daemon.engine.store, "record", disk_full)
+    body = {"model": "sonnet", "stream": True, "messages": [{"role": "user", "content": "stream this"}]}
+    answer = await post_sse(f"{daemon.url}/v1/chat/completions", body)
+    assert answer.text == "MOCK reply to: stream this", "what the model said reached the client"
+    assert [e["code"] for e in answer.errors] == ["internal_error"] and "disk is full" in answer.errors[0]["message"]
+    assert answer.data[-1] == "[DONE]" and answer.data.count("[DONE]") == 1
+    with pytest.raises(openai.InternalServerError) as caught:
+        await daemon.client().chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "whole"}])
+    assert caught.value.code == "internal_error"
+    monkeypatch.setattr(daemon.engine.store, "record", type(daemon.engine.store).record.__get__(daemon.engine.store))
+    again = await daemon.client().chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "ok?"}])
+    assert again.choices[0].message.content == "MOCK reply to: ok?"
