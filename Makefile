@@ -49,6 +49,7 @@ serve: $(VENV)/.installed
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict core proxy bot claude_max
 
 test: $(VENV)/.test-installed $(TEST_CLI) $(JS_CLIENT) $(OPENCLAW) lint
 	CLAUDE_MAX_TEST_CLI=$(abspath $(TEST_CLI)) $(BIN)/pytest -q

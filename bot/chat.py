@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from telegram import Bot
 
@@ -220,12 +222,12 @@ class ChatSession:
             )
             return
         for index, chunk in enumerate(chunks):
-            reply = {"reply_to_message_id": reply_to, "allow_sending_without_reply": True} if index == 0 else {}
+            reply: dict[str, Any] = (
+                {"reply_to_message_id": reply_to, "allow_sending_without_reply": True} if index == 0 else {}
+            )
             sent = await send(
                 "answer",
-                lambda chunk=chunk, reply=reply: self._bot.send_message(
-                    self.chat_id, chunk.text, entities=chunk.entities, **reply
-                ),
+                functools.partial(self._bot.send_message, self.chat_id, chunk.text, entities=chunk.entities, **reply),
             )
             if sent is None:
-                await send("answer_plain", lambda chunk=chunk: self._bot.send_message(self.chat_id, chunk.text))
+                await send("answer_plain", functools.partial(self._bot.send_message, self.chat_id, chunk.text))

@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help_text: str, parent: Any = commands) -> argparse.ArgumentParser:
-        sub = parent.add_parser(name, help=help_text, description=help_text)
+        sub: argparse.ArgumentParser = parent.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--env-file", type=Path, default=None, help="settings file (default: ./.env, if it exists)")
         for flag, _, kind, flag_help in _FLAGS:
             sub.add_argument(flag, type=kind, default=None, help=flag_help)

@@ -109,7 +109,7 @@ class ToolSession:
         async with self.announced:
             self.announced.notify_all()
 
-    def _announced(self, tool: ClientTool | None, arguments: dict[str, Any]) -> ExpectedCall | bool | None:
+    def _announced(self, tool: ClientTool, arguments: dict[str, Any]) -> ExpectedCall | bool | None:
         """The expected call this MCP call is, False if it is to be refused, None if not known yet."""
         call = next((c for c in self.expected if not c.arrived and c.tool == tool and c.arguments == arguments), None)
         if call is not None:

@@ -77,7 +77,10 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         aliases: dict[str, str] = {}
-        for item in _split_csv(value):  # type: ignore[union-attr]
+        for item in value.split(","):
+            item = item.strip()
+            if not item:
+                continue
             name, sep, target = item.partition("=")
             if not sep or not name.strip() or not target.strip():
                 raise ValueError(

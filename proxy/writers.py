@@ -163,8 +163,8 @@ class SSEWriter(Writer):
         if self._content_frame is None or self._content_frame[0] != model:
             marker = "\u0000marker\u0000"
             rendered = self._payload(Delta(content=marker)).model_dump_json()
-            before, _, after = rendered.partition(json.dumps(marker)[1:-1])
-            self._content_frame = (model, b"data: " + before.encode(), after.encode() + b"\n\n")
+            head, _, tail = rendered.partition(json.dumps(marker)[1:-1])
+            self._content_frame = (model, b"data: " + head.encode(), tail.encode() + b"\n\n")
         _, before, after = self._content_frame
         self._sent.append(text)
         await self._write(before + json.dumps(text, ensure_ascii=False)[1:-1].encode() + after)
