@@ -363,6 +363,24 @@ def _holds(record: Conversation, history: Transcript) -> bool:
     return record.transcript is not None and record.transcript.holds(history)
 
 
+# The values of a turn's `outcome` (a metric label, so a fixed set).
+OUTCOMES = (
+    "ok", "error_max_turns", "cancelled", "timeout", "failed", "upstream_error", "not_logged_in",
+    "saturated", "unavailable", "shutting_down", "error",
+)  # fmt: skip
+
+
+def _outcome_of(exc: BaseException) -> str:
+    """The outcome of a turn that ended in `exc`."""
+    if isinstance(exc, (asyncio.CancelledError, ConnectionError, TurnCancelled)):
+        return "cancelled"
+    kinds: list[tuple[type[BaseException], str]] = [
+        (ActivityTimeout, "timeout"), (Saturated, "saturated"), (ShuttingDown, "shutting_down"),
+        (CLIUnavailable, "unavailable"), (UpstreamError, "upstream_error"), (TurnFailed, "failed"),
+    ]  # fmt: skip
+    return next((outcome for kind, outcome in kinds if isinstance(exc, kind)), "error")
+
+
 class _WarmProcessLost(Exception):
     """A warm process ended before it printed anything for this turn."""
 
@@ -407,8 +425,12 @@ class Turn:
             self.model = request.model or (self.resumed.model if self.resumed else "") or engine.settings.default_model
             await self._spawn(self.resumed)
         except BaseException as exc:
-            self.outcome = type(exc).__name__
+            # A turn that never started (no slot, no CLI, cancelled while waiting) is logged and counted too.
+            self.outcome = _outcome_of(exc)
+            self.finished = time.monotonic()
             await self._release()
+            self._log()
+            engine._background(engine._turn_ended(self, exc))
             raise
         engine._turns.add(self)
         return self
@@ -620,7 +642,10 @@ class Turn:
             await self._account(result)
             raise TurnCancelled(self._cancel_reason, session_id=self.session_id)
         error = self._result_error(result)
-        self.outcome = error[0] if error else ("ok" if not result.is_error else result.subtype)
+        if error:
+            self.outcome = error[0]
+        else:
+            self.outcome = "ok" if not result.is_error else result.subtype if result.subtype in OUTCOMES else "failed"
         if error:
             await self._account(result)
             raise error[1]
@@ -728,9 +753,9 @@ class Turn:
         engine = self._engine
         self.finished = time.monotonic()
         if exc is not None and self.outcome in ("started", "ok"):
-            self.outcome = (
-                "cancelled" if isinstance(exc, (asyncio.CancelledError, ConnectionError)) else type(exc).__name__
-            )
+            self.outcome = _outcome_of(exc)
+        elif self.outcome == "started":
+            self.outcome = "cancelled"  # left before its result
         released = engine._background(self._release(exc))
         engine._turns.discard(self)
         if not engine._turns:

@@ -431,4 +431,8 @@ async def test_saturated_requests_get_429_with_retry_after(
         assert int(error.response.headers["Retry-After"]) > 0
     assert all(s.startswith("w0 w1 w2") for s in served)
     assert mock_api.max_in_flight <= 4
+    # Refused turns are counted like any other, under a label of the fixed set.
+    async with aiohttp.ClientSession() as session, session.get(f"{daemon.url}/metrics") as response:
+        metrics = await response.text()
+    assert f'claude_max_turns_total{{face="http",outcome="saturated"}} {float(len(refused))}' in metrics
     await assert_serves(daemon)
