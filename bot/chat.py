@@ -16,9 +16,9 @@ from bot.calls import send
 from bot.progress import Progress
 from bot.render import render
 from core import (
-    SHUTDOWN_REASON,
     ActivityTimeout,
     AnswerDelta,
+    CancelReason,
     CLIUnavailable,
     Engine,
     EngineError,
@@ -34,8 +34,6 @@ from core import (
 )
 
 log = logging.getLogger("bot.chat")
-
-STOPPED_BY_USER = "stopped by the user"
 
 
 def conversation_key(chat_id: int) -> str:
@@ -57,11 +55,9 @@ def failure_text(error: EngineError, progress: Progress) -> str:
             f"(last: {last}), {format_duration(progress.elapsed)} into the turn. "
             "The conversation is kept: send a message to go on."
         )
-    if isinstance(error, ShuttingDown) or (isinstance(error, TurnCancelled) and error.message == SHUTDOWN_REASON):
+    if isinstance(error, ShuttingDown) or (isinstance(error, TurnCancelled) and error.reason is CancelReason.SHUTDOWN):
         return "⏹ Stopped: the daemon is shutting down. Send your message again once it is back."
     if isinstance(error, TurnCancelled):
-        if error.message == SHUTDOWN_REASON:
-            return "⏹ Stopped: the daemon is shutting down. Send your message again once it is back."
         return "⏹ Stopped. The conversation is kept: send a message to go on."
     if isinstance(error, CLIUnavailable):
         return f"⚠️ Claude Code cannot run here: {error.message}"
@@ -95,7 +91,7 @@ class ChatSession:
         self.current: Job | None = None
         self.turn: Turn | None = None
         self.progress: Progress | None = None
-        self._stop_reason: str | None = None
+        self._stop_reason: CancelReason | None = None
         self._worker: asyncio.Task[None] | None = None
         self._cancelling: asyncio.Task[None] | None = None
         self._entering: asyncio.Task[Turn] | None = None  # the turn, from its wait for a slot to its end
@@ -114,7 +110,7 @@ class ChatSession:
             self._worker = asyncio.create_task(self._work())
         return ahead
 
-    def stop(self, reason: str = STOPPED_BY_USER) -> tuple[str, int]:
+    def stop(self, reason: CancelReason = CancelReason.STOPPED) -> tuple[str, int]:
         """Cancel the running turn and drop the queue, without waiting.
 
         Returns what happened ("stopping", "already stopping" or "idle") and how many queued
@@ -135,7 +131,7 @@ class ChatSession:
         return "stopping", dropped
 
     async def close(self) -> None:
-        self.stop(SHUTDOWN_REASON)
+        self.stop(CancelReason.SHUTDOWN)
         if self._worker is not None:
             try:
                 async with asyncio.timeout(self._settings.kill_grace + 5):

@@ -10,9 +10,10 @@ from core.client_tools import ClientTool, ClientToolCall, ClientToolsPending, mc
 from core.config import RETRY_AFTER_SECONDS, Settings, SettingsError, load_settings
 from core.describe import describe_tool, format_duration
 from core.doctor import run_checks
-from core.engine import SHUTDOWN_REASON, Engine, Prompt, Turn, TurnEvent, TurnRequest
+from core.engine import Engine, Prompt, Turn, TurnEvent, TurnRequest
 from core.errors import (
     ActivityTimeout,
+    CancelReason,
     CLIUnavailable,
     EngineError,
     Saturated,
@@ -31,12 +32,12 @@ from core.transcript import Exchange, Transcript, digest
 
 __all__ = [
     "RETRY_AFTER_SECONDS",
-    "SHUTDOWN_REASON",
     "ActivityTimeout",
     "AlreadyRunning",
     "AnswerDelta",
     "BadImage",
     "CLIUnavailable",
+    "CancelReason",
     "ClientTool",
     "ClientToolCall",
     "ClientToolsPending",

@@ -30,6 +30,7 @@ from core.config import RETRY_AFTER_SECONDS, Settings
 from core.describe import describe_tool
 from core.errors import (
     ActivityTimeout,
+    CancelReason,
     CLIUnavailable,
     EngineError,
     Saturated,
@@ -66,7 +67,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("core.engine")
 
-SHUTDOWN_REASON = "the daemon is shutting down"
 
 Prompt = str | list[dict[str, Any]]
 TurnEvent = Event | AnswerDelta | ClientToolCall | ClientToolsPending
@@ -164,7 +164,7 @@ class Engine:
         """Call `listener(turn, error)` after every turn, in the background (alerts, metrics)."""
         self._listeners.append(listener)
 
-    async def cancel_all(self, reason: str) -> None:
+    async def cancel_all(self, reason: CancelReason) -> None:
         """Stop every running turn; their consumers see `TurnCancelled`."""
         await asyncio.gather(*(turn.cancel(reason) for turn in list(self._turns)))
 
@@ -182,7 +182,7 @@ class Engine:
         """Refuse new turns and cancel the running ones; the store stays open until `close()`."""
         if self.state in (EngineState.OPEN, EngineState.DRAINING):
             self.state = EngineState.STOPPING
-        await self.cancel_all(SHUTDOWN_REASON)
+        await self.cancel_all(CancelReason.SHUTDOWN)
 
     async def close(self) -> None:
         if self.state is EngineState.CLOSED:
@@ -218,7 +218,7 @@ class Engine:
     def turn(self, request: TurnRequest) -> Turn:
         """A turn to enter. Raises `TurnCancelled` while shutting down, `RuntimeError` when not open."""
         if self.state in (EngineState.DRAINING, EngineState.STOPPING):
-            raise ShuttingDown(SHUTDOWN_REASON)
+            raise ShuttingDown(CancelReason.SHUTDOWN.value)
         if self.state is not EngineState.OPEN:
             raise RuntimeError(f"engine is {self.state.value}")
         return Turn(self, request)
@@ -405,7 +405,7 @@ class Turn:
         self.source = "cold"  # where the process came from: cold, warm or spare
         self._lock_cm: contextlib.AbstractAsyncContextManager[None] | None = None
         self._has_slot = False
-        self._cancel_reason: str | None = None
+        self._cancel_reason: CancelReason | None = None
         self.first_token_after: float | None = None  # seconds from the request to the first answer text
         self.last_tool = ""  # the main thread's latest tool call, described for people
         self._client_calls: list[ClientToolCall] = []  # of Claude's current message
@@ -721,7 +721,7 @@ class Turn:
 
     # -- leaving -------------------------------------------------------------------
 
-    async def cancel(self, reason: str) -> None:
+    async def cancel(self, reason: CancelReason) -> None:
         """Stop the turn now; iteration ends in `TurnCancelled`.
 
         A persistent CLI gets an interrupt and stays warm for the conversation's next turn
@@ -735,8 +735,13 @@ class Turn:
         if process is None:
             return
         if process.tool_session is not None:
-            process.tool_session.abandon(f"the turn was stopped: {reason}")
-        if reason != SHUTDOWN_REASON and self._engine.pool.capacity and process.alive and await process.interrupt():
+            process.tool_session.abandon(f"the turn was stopped: {reason.value}")
+        if (
+            reason is not CancelReason.SHUTDOWN
+            and self._engine.pool.capacity
+            and process.alive
+            and await process.interrupt()
+        ):
             self._engine._background(self._kill_unless_settled(process))
             return
         await process.stop()
@@ -801,7 +806,7 @@ class Turn:
             return True
         # The caller left mid-turn (a disconnect): interrupt, and read on to the turn's result.
         if self._cancel_reason is None:
-            self._cancel_reason = "the client went away"
+            self._cancel_reason = CancelReason.CLIENT_GONE
             if not await process.interrupt():
                 return False
         try:

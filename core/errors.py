@@ -9,13 +9,15 @@
     ├── UpstreamError        the Anthropic API behind the CLI answered with an error
     ├── ActivityTimeout      the CLI printed nothing for ACTIVITY_TIMEOUT seconds
     ├── ShuttingDown         the daemon is stopping and takes no new turns
-    └── TurnCancelled        the turn was stopped on purpose (client gone, /stop, shutdown)
+    └── TurnCancelled        the turn was stopped on purpose: its `reason` (a CancelReason) says why
 
 Each carries the session id (when known) and the tail of the CLI's stderr, so the
 faces can show a useful message without knowing how the CLI failed.
 """
 
 from __future__ import annotations
+
+import enum
 
 
 class EngineError(Exception):
@@ -73,5 +75,15 @@ class ShuttingDown(EngineError):
     pass
 
 
+class CancelReason(enum.Enum):
+    """Why a turn was stopped on purpose; the value is what people are told."""
+
+    CLIENT_GONE = "the client went away"
+    STOPPED = "stopped by the user"
+    SHUTDOWN = "the daemon is shutting down"
+
+
 class TurnCancelled(EngineError):
-    pass
+    def __init__(self, reason: CancelReason, *, session_id: str | None = None) -> None:
+        super().__init__(reason.value, session_id=session_id)
+        self.reason = reason

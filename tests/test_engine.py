@@ -12,7 +12,7 @@ import pytest
 
 from core.config import Settings
 from core.engine import Engine, TurnRequest
-from core.errors import ActivityTimeout, TurnCancelled, UpstreamError
+from core.errors import ActivityTimeout, CancelReason, TurnCancelled, UpstreamError
 from core.events import Result
 from tests.conftest import Daemon, wait_no_processes
 from tests.mock_anthropic import CACHE_READ_TOKENS, CACHE_WRITE_TOKENS, INPUT_TOKENS, MockAnthropic
@@ -92,7 +92,7 @@ async def test_cancel_stops_a_running_turn(engine_settings: Callable[..., Settin
                     seen.append(event)
                     if len(seen) == 2:
                         asyncio.get_running_loop().call_soon(
-                            lambda: asyncio.ensure_future(turn.cancel("user pressed stop"))
+                            lambda: asyncio.ensure_future(turn.cancel(CancelReason.STOPPED))
                         )
         assert turn.outcome == "cancelled"
         assert await wait_no_processes(cli_env, within=3) == []
