@@ -13,23 +13,21 @@ from typing import Any
 from telegram import Bot
 
 from bot.calls import send
+from bot.errors import failure_text
 from bot.progress import Progress
 from bot.render import render
 from core import (
     ActivityTimeout,
     AnswerDelta,
     CancelReason,
-    CLIUnavailable,
     Engine,
     EngineError,
     Prompt,
     Settings,
-    ShuttingDown,
     ToolStart,
     Turn,
     TurnCancelled,
     TurnRequest,
-    UpstreamError,
     format_duration,
 )
 
@@ -44,28 +42,6 @@ def conversation_key(chat_id: int) -> str:
 class Job:
     prompt: Prompt  # text, or content blocks (a photo)
     message_id: int | None
-
-
-def failure_text(error: EngineError, progress: Progress) -> str:
-    """What the chat is told when a turn fails."""
-    if isinstance(error, ActivityTimeout):
-        last = progress.tools[-1] if progress.tools else error.last_activity
-        return (
-            f"⏱ Stopped: Claude Code printed nothing for {format_duration(error.idle_seconds)} "
-            f"(last: {last}), {format_duration(progress.elapsed)} into the turn. "
-            "The conversation is kept: send a message to go on."
-        )
-    if isinstance(error, ShuttingDown) or (isinstance(error, TurnCancelled) and error.reason is CancelReason.SHUTDOWN):
-        return "⏹ Stopped: the daemon is shutting down. Send your message again once it is back."
-    if isinstance(error, TurnCancelled):
-        return "⏹ Stopped. The conversation is kept: send a message to go on."
-    if isinstance(error, CLIUnavailable):
-        return f"⚠️ Claude Code cannot run here: {error.message}"
-    if isinstance(error, UpstreamError):
-        if error.status == 429:
-            return f"⚠️ Anthropic is rate limiting this account: {error.message}"
-        return f"⚠️ The Anthropic API failed: {error.message}"
-    return f"⚠️ Claude Code failed: {error.message}"
 
 
 def summary_line(progress: Progress, cost: float | None, outcome: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -44,6 +45,9 @@ def compose(settings: Settings) -> web.Application:
             yield
 
     async def bot_context(app: web.Application) -> AsyncIterator[None]:
+        # PTB's opt-in to RetryAfter.retry_after as a timedelta (the old int warns); set when the bot starts,
+        # not when a module is imported. The bot reads either kind.
+        os.environ.setdefault("PTB_TIMEDELTA", "1")
         from bot.app import ClaudeBot  # only when the bot is on: PTB takes a while to import
 
         bot = ClaudeBot(settings, app[ENGINE])

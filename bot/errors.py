@@ -1,0 +1,37 @@
+"""The one place where engine errors become what a chat is told."""
+
+from __future__ import annotations
+
+from bot.progress import Progress
+from core import (
+    ActivityTimeout,
+    CancelReason,
+    CLIUnavailable,
+    EngineError,
+    ShuttingDown,
+    TurnCancelled,
+    UpstreamError,
+    format_duration,
+)
+
+
+def failure_text(error: EngineError, progress: Progress) -> str:
+    """What the chat is told when a turn fails."""
+    if isinstance(error, ActivityTimeout):
+        last = progress.tools[-1] if progress.tools else error.last_activity
+        return (
+            f"⏱ Stopped: Claude Code printed nothing for {format_duration(error.idle_seconds)} "
+            f"(last: {last}), {format_duration(progress.elapsed)} into the turn. "
+            "The conversation is kept: send a message to go on."
+        )
+    if isinstance(error, ShuttingDown) or (isinstance(error, TurnCancelled) and error.reason is CancelReason.SHUTDOWN):
+        return "⏹ Stopped: the daemon is shutting down. Send your message again once it is back."
+    if isinstance(error, TurnCancelled):
+        return "⏹ Stopped. The conversation is kept: send a message to go on."
+    if isinstance(error, CLIUnavailable):
+        return f"⚠️ Claude Code cannot run here: {error.message}"
+    if isinstance(error, UpstreamError):
+        if error.status == 429:
+            return f"⚠️ Anthropic is rate limiting this account: {error.message}"
+        return f"⚠️ The Anthropic API failed: {error.message}"
+    return f"⚠️ Claude Code failed: {error.message}"
