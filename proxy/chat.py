@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -128,7 +129,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             raise
         parked.turn.request = dataclasses.replace(parked.turn.request, head_after=head_after)
         writer.turn = parked.turn
-        return await _run(writer, parked.turn, parked.events, request, entered=True)
+        return await _run(writer, request, turn=parked.turn, stack=parked.stack, events=parked.events)
     await parked_turns.release_moved_on(plan.sent, plan.said, key)
     turn_request = TurnRequest(
         prompt_for=plan.prompt_for,
@@ -140,66 +141,63 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         face="http",
         tools=plan.tools,
     )
-    turn = get_engine(request).turn(turn_request)
+    stack = AsyncExitStack()
+    turn = await stack.enter_async_context(get_engine(request).turn(turn_request))  # fails before anything is sent
     writer.turn = turn
-    return await _run(writer, turn, None, request, entered=False)
+    return await _run(writer, request, turn=turn, stack=stack, events=aiter(turn))
 
 
 async def _run(
     writer: SSEWriter | JSONWriter,
-    turn: Turn,
-    events: AsyncIterator[TurnEvent] | None,
     request: web.Request,
     *,
-    entered: bool,
+    turn: Turn,
+    stack: AsyncExitStack,
+    events: AsyncIterator[TurnEvent],
 ) -> web.StreamResponse:
-    """Read the turn into the writer. The turn is left (its slot and conversation freed) unless it is
-    parked, waiting for the client's tool results."""
+    """Read the turn into the writer. `stack` holds the turn: leaving it leaves the turn (its slot and
+    conversation freed, with the error that ended it, if any), unless the turn is parked to wait for the
+    client's tool results, which takes the stack along."""
     settings = request.app[SETTINGS]
-    if not entered:
-        await turn.__aenter__()  # fails before anything is sent: the error middleware answers
-    parked = False
-    error: BaseException | None = None
     keeper = None
     if isinstance(writer, SSEWriter) and writer.progress_mode != "off":
         keeper = asyncio.create_task(writer.keep_alive(turn, settings.proxy_progress_every))
+    failed_in_stream = False
     try:
-        stream = events or turn.__aiter__()
-        async for event in stream:
-            if isinstance(event, AnswerDelta):
-                await writer.content(event.text)
-            elif isinstance(event, ClientToolCall):
-                await writer.tool_call(event)
-            elif isinstance(event, ClientToolsPending):
-                await writer.finish("tool_calls", event.usage)
-                # Parked with the history the client will send back: everything so far, and these calls.
-                head = turn.request.head_after(writer.sent_text) if turn.request.head_after else None
-                if head is not None:
-                    request.app[PARKED].park(ParkedTurn(turn, stream, event.calls, head))
-                    parked = True
-                break
-            elif isinstance(event, ToolStart):
-                if isinstance(writer, SSEWriter):
-                    await writer.start()
-                if event.parent_tool_use_id is None:
-                    await writer.progress(describe_tool(event.name, event.input))
-            elif isinstance(event, ThinkingDelta) and event.parent_tool_use_id is None:
-                await writer.thinking(event.text)
-            elif isinstance(event, Result):
-                await writer.finish(finish_reason(event), turn.unreported(event.usage))
-    except Exception as exc:
-        error = exc
-        if not writer.started or not isinstance(writer, SSEWriter):
-            raise  # nothing sent yet: the error middleware answers with a proper status
-        if not isinstance(exc, EngineError):
-            log.exception("stream_crashed conversation=%s", turn.key)  # a bug, or the store failed
-        await writer.fail(exc)
-    except BaseException as exc:
-        error = exc
-        raise
+        async with stack:
+            try:
+                async for event in events:
+                    if isinstance(event, AnswerDelta):
+                        await writer.content(event.text)
+                    elif isinstance(event, ClientToolCall):
+                        await writer.tool_call(event)
+                    elif isinstance(event, ClientToolsPending):
+                        await writer.finish("tool_calls", event.usage)
+                        # Parked with the history the client will send back: everything so far, and these calls.
+                        head = turn.request.head_after(writer.sent_text) if turn.request.head_after else None
+                        if head is not None:
+                            request.app[PARKED].park(ParkedTurn(turn, events, event.calls, head, stack.pop_all()))
+                        break
+                    elif isinstance(event, ToolStart):
+                        if isinstance(writer, SSEWriter):
+                            await writer.start()
+                        if event.parent_tool_use_id is None:
+                            await writer.progress(describe_tool(event.name, event.input))
+                    elif isinstance(event, ThinkingDelta) and event.parent_tool_use_id is None:
+                        await writer.thinking(event.text)
+                    elif isinstance(event, Result):
+                        await writer.finish(finish_reason(event), turn.unreported(event.usage))
+            except Exception as exc:
+                if writer.started and isinstance(writer, SSEWriter):
+                    failed_in_stream = True  # the stream ends with an error event; the turn leaves with the error
+                    if not isinstance(exc, EngineError):
+                        log.exception("stream_crashed conversation=%s", turn.key)  # a bug, or the store failed
+                    await writer.fail(exc)
+                raise  # else nothing was sent yet: the error middleware answers with a proper status
+    except Exception:
+        if not failed_in_stream:
+            raise
     finally:
         if keeper is not None:
             keeper.cancel()
-        if not parked:
-            await turn.__aexit__(type(error) if error else None, error, None)
     return writer.response()

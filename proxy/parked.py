@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 from core import ClientToolCall, ClientToolsPending, Transcript, Turn, TurnEvent
@@ -35,6 +36,7 @@ class ParkedTurn:
     events: AsyncIterator[TurnEvent]
     calls: tuple[ClientToolCall, ...]
     transcript: Transcript  # the history the client will send back with the results
+    stack: AsyncExitStack  # holds the turn: leaving it leaves the turn
     expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     def moved_on(self, history: Transcript, said: Sequence[str], key: str | None) -> bool:
@@ -110,15 +112,11 @@ class ParkedTurns:
     @staticmethod
     async def _run_out(parked: ParkedTurn) -> None:
         """Let the turn finish with nobody reading, then leave it (its session is recorded as usual)."""
-        error: BaseException | None = None
-        try:
-            async for event in parked.events:
-                if isinstance(event, ClientToolsPending):  # more calls: nobody will answer them either
-                    parked.turn.answer_client_calls({})
-        except BaseException as exc:  # the turn's own failure: logged by the engine when it exits
-            error = exc
-        finally:
-            await parked.turn.__aexit__(type(error) if error else None, error, None)
+        with contextlib.suppress(Exception):  # the turn's own failure: logged by the engine when it leaves
+            async with parked.stack:
+                async for event in parked.events:
+                    if isinstance(event, ClientToolsPending):  # more calls: nobody will answer them either
+                        parked.turn.answer_client_calls({})
 
     async def close(self) -> None:
         for parked in list(self._parked):

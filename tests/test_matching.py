@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from contextlib import AsyncExitStack
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -221,7 +222,8 @@ def test_a_client_that_moved_on_is_told_apart_from_other_conversations() -> None
     call = ClientToolCall("toolu_x", "exec", "{}")
     asked = plan(user("q1"), assistant("a1"), user("CALL"))
     turn: Any = SimpleNamespace(key="http:s:mine")
-    parked = ParkedTurn(turn, events=None, calls=(call,), transcript=asked.head_after("", (call,)))  # type: ignore[arg-type]
+    transcript = asked.head_after("", (call,))
+    parked = ParkedTurn(turn, events=None, calls=(call,), transcript=transcript, stack=AsyncExitStack())  # type: ignore[arg-type]
 
     def moved_on(request: PlannedTurn, key: str | None = None) -> bool:
         return parked.moved_on(request.sent, request.said, key)
