@@ -12,6 +12,7 @@ an `<instructions>` block, and is sent again only when it changed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -75,7 +76,7 @@ class PlannedTurn:
         """The transcript of `prior` (empty when there is none)."""
         return self.history or Transcript(self.scope, ())
 
-    @property
+    @functools.cached_property
     def said(self) -> tuple[str, ...]:
         """Digests of the new messages, as a transcript records them."""
         return tuple(message_digest(m) for m in self.new)
