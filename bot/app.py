@@ -340,7 +340,7 @@ class ClaudeBot:
             text = (
                 f"⏱ An HTTP turn was stopped: Claude Code printed nothing for {format_duration(error.idle_seconds)} "
                 f"(last: {error.last_activity}), {format_duration(turn.elapsed)} into the turn.\n"
-                f"Conversation {turn.key}, model {turn.model_reported or turn.model or 'default'}."
+                f"Conversation {turn.key}, model {turn.model_answering}."
             )
         elif isinstance(error, TurnFailed) and not isinstance(error, SessionNotFound):
             text = f"⚠️ An HTTP turn failed: {error.message}\nConversation {turn.key}."

@@ -20,11 +20,12 @@ from core import (
     ActivityTimeout,
     AnswerDelta,
     CancelReason,
+    ClaudeMaxError,
     Engine,
-    EngineError,
+    Finished,
     Prompt,
     Settings,
-    ToolStart,
+    ToolActivity,
     Turn,
     TurnCancelled,
     TurnRequest,
@@ -70,7 +71,7 @@ class ChatSession:
         self._stop_reason: CancelReason | None = None
         self._worker: asyncio.Task[None] | None = None
         self._cancelling: asyncio.Task[None] | None = None
-        self._entering: asyncio.Task[Turn] | None = None  # the turn, from its wait for a slot to its end
+        self._entering: asyncio.Task[Finished] | None = None  # the turn, from its wait for a slot to its end
 
     @property
     def busy(self) -> bool:
@@ -138,12 +139,11 @@ class ChatSession:
         )  # fmt: skip
         summary = "⚠️ Failed"
         try:
-            turn = await self._run_turn(request, progress)
-            result = turn.result
-            await self.deliver(turn.answer.text, reply_to=job.message_id)
-            summary = summary_line(progress, result.cost_usd if result else None, "✅ Done")
-        except EngineError as exc:
-            error = exc
+            finished = await self._run_turn(request, progress)
+            await self.deliver(finished.text, reply_to=job.message_id)
+            summary = summary_line(progress, finished.cost_usd, "✅ Done")
+        except ClaudeMaxError as exc:
+            error: ClaudeMaxError = exc
             if self._stop_reason is not None and not isinstance(exc, TurnCancelled):
                 error = TurnCancelled(self._stop_reason)  # the stop killed it, whatever the CLI said
             if isinstance(error, TurnCancelled):
@@ -160,7 +160,7 @@ class ChatSession:
             self.progress = None
             await progress.finish(summary)
 
-    async def _run_turn(self, request: TurnRequest, progress: Progress) -> Turn:
+    async def _run_turn(self, request: TurnRequest, progress: Progress) -> Finished:
         """Run the turn in a task of its own, so that /stop can end it while it still waits for a slot."""
         self._entering = asyncio.create_task(self._read_turn(request, progress))
         try:
@@ -172,18 +172,22 @@ class ChatSession:
         finally:
             self._entering = None
 
-    async def _read_turn(self, request: TurnRequest, progress: Progress) -> Turn:
+    async def _read_turn(self, request: TurnRequest, progress: Progress) -> Finished:
+        finished: Finished | None = None
         async with self._engine.turn(request) as turn:  # waits for a slot in arrival order, without a limit
             progress.waiting_for_slot = False
             self.turn = turn
             if self._stop_reason is not None:  # stopped while waiting for the CLI to start
                 self._cancelling = asyncio.create_task(turn.cancel(self._stop_reason))
             async for event in turn:
-                if isinstance(event, ToolStart) and event.parent_tool_use_id is None:
-                    progress.tool(event.name, event.input)
+                if isinstance(event, ToolActivity):
+                    progress.tool(event)
                 elif isinstance(event, AnswerDelta):
-                    progress.answer = turn.answer.text
-        return turn
+                    progress.answer += event.text
+                elif isinstance(event, Finished):
+                    finished = event
+        assert finished is not None, "a turn that ends without an error has finished"
+        return finished
 
     async def deliver(self, answer: str, reply_to: int | None = None) -> None:
         """Send the answer as Telegram messages; plain text where entities are refused."""

@@ -6,6 +6,7 @@ from bot.progress import Progress
 from core import (
     ActivityTimeout,
     CancelReason,
+    ClaudeMaxError,
     CLIUnavailable,
     EngineError,
     ShuttingDown,
@@ -15,7 +16,7 @@ from core import (
 )
 
 
-def failure_text(error: EngineError, progress: Progress) -> str:
+def failure_text(error: ClaudeMaxError, progress: Progress) -> str:
     """What the chat is told when a turn fails."""
     if isinstance(error, ActivityTimeout):
         last = progress.tools[-1] if progress.tools else error.last_activity
@@ -34,4 +35,6 @@ def failure_text(error: EngineError, progress: Progress) -> str:
         if error.status == 429:
             return f"⚠️ Anthropic is rate limiting this account: {error.message}"
         return f"⚠️ The Anthropic API failed: {error.message}"
-    return f"⚠️ Claude Code failed: {error.message}"
+    if isinstance(error, EngineError):
+        return f"⚠️ Claude Code failed: {error.message}"
+    return f"⚠️ The daemon failed: {error.message}"  # e.g. the session store could not be written

@@ -15,14 +15,13 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
 from bot.calls import is_not_modified, retry_after_seconds, send
-from core import describe_tool, format_duration
+from core import ToolActivity, format_duration
 
 log = logging.getLogger("bot.progress")
 
@@ -67,10 +66,10 @@ class Progress:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def tool(self, name: str, tool_input: dict[str, Any]) -> None:
+    def tool(self, activity: ToolActivity) -> None:
         self.waiting_for_slot = False
-        self.tool_names.append(name)
-        self.tools.append(describe_tool(name, tool_input))
+        self.tool_names.append(activity.name)
+        self.tools.append(activity.description)
 
     def render(self) -> str:
         lines = [f"⏳ Working · {format_duration(self.elapsed)}"]

@@ -5,30 +5,44 @@ This is its public API: the faces and the host import from `core` only, never fr
 """
 
 from core._version import __version__
-from core.answer import AnswerDelta
-from core.client_tools import ClientTool, ClientToolCall, ClientToolsPending, mcp_names
-from core.config import RETRY_AFTER_SECONDS, Settings, SettingsError, load_settings
-from core.describe import describe_tool, format_duration
+from core.client_tools import ClientTool, mcp_names
+from core.config import RETRY_AFTER_SECONDS, Settings, load_settings
+from core.describe import format_duration
 from core.doctor import run_checks
-from core.engine import Engine, Prompt, Turn, TurnEvent, TurnRequest
+from core.engine import Engine
 from core.errors import (
     ActivityTimeout,
+    AlreadyRunning,
+    BadImage,
     CancelReason,
+    ClaudeMaxError,
     CLIUnavailable,
     EngineError,
     Saturated,
     SessionNotFound,
+    SettingsError,
     ShuttingDown,
+    StoreError,
     TurnCancelled,
     TurnFailed,
+    UnknownModel,
     UpstreamError,
 )
-from core.events import Result, ThinkingDelta, ToolStart, Usage
-from core.hygiene import AlreadyRunning
-from core.images import BadImage, image_block, image_block_from_bytes
-from core.models import UnknownModel, answer_model, listed_models, resolve_model
-from core.store import Conversation, SessionStore, StoreError
+from core.events import Usage
+from core.images import image_block, image_block_from_bytes
+from core.models import listed_models, resolve_model
+from core.store import Conversation, SessionStore
 from core.transcript import Exchange, Transcript, digest
+from core.turn import Prompt, Turn, TurnRequest
+from core.turn_events import (
+    AnswerDelta,
+    ClientToolCall,
+    ClientToolsPending,
+    Finished,
+    Reasoning,
+    ToolActivity,
+    TurnEvent,
+)
 
 __all__ = [
     "RETRY_AFTER_SECONDS",
@@ -38,6 +52,7 @@ __all__ = [
     "BadImage",
     "CLIUnavailable",
     "CancelReason",
+    "ClaudeMaxError",
     "ClientTool",
     "ClientToolCall",
     "ClientToolsPending",
@@ -45,8 +60,9 @@ __all__ = [
     "Engine",
     "EngineError",
     "Exchange",
+    "Finished",
     "Prompt",
-    "Result",
+    "Reasoning",
     "Saturated",
     "SessionNotFound",
     "SessionStore",
@@ -54,8 +70,7 @@ __all__ = [
     "SettingsError",
     "ShuttingDown",
     "StoreError",
-    "ThinkingDelta",
-    "ToolStart",
+    "ToolActivity",
     "Transcript",
     "Turn",
     "TurnCancelled",
@@ -66,8 +81,6 @@ __all__ = [
     "UpstreamError",
     "Usage",
     "__version__",
-    "answer_model",
-    "describe_tool",
     "digest",
     "format_duration",
     "image_block",

@@ -5,13 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from core.events import AssistantText, Event, TextDelta
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerDelta:
-    """A piece of the answer as it should be shown, produced by the engine from `TextDelta`s."""
-
-    text: str
+from core.turn_events import AnswerDelta
 
 
 @dataclass
@@ -41,6 +35,10 @@ class AnswerBuilder:
         ):
             return self._emit((event.message_id, -1 - event.index), event.text)
         return None
+
+    def add(self, text: str) -> AnswerDelta | None:
+        """Text that came outside the stream (the result's, when nothing streamed), as its own block."""
+        return self._emit(("", -1), text)
 
     def _emit(self, block: tuple[str, int], text: str) -> AnswerDelta | None:
         if not text:

@@ -16,8 +16,6 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.events import Usage
-
 log = logging.getLogger("core.client_tools")
 
 MCP_SERVER = "client"
@@ -161,20 +159,3 @@ class ToolSession:
         for call in list(self.expected):
             if not call.result.done():
                 call.result.set_result((why, True))
-
-
-@dataclass(frozen=True, slots=True)
-class ClientToolCall:
-    """Claude called a client tool: the face returns it to the client as an OpenAI tool call."""
-
-    call_id: str
-    name: str  # the client's name for the tool
-    arguments: str  # JSON text
-
-
-@dataclass(frozen=True, slots=True)
-class ClientToolsPending:
-    """Every client tool call of Claude's last message is waiting for the client's results."""
-
-    calls: tuple[ClientToolCall, ...]
-    usage: Usage  # the turn's tokens since the client was last answered: this response's share

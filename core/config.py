@@ -10,6 +10,8 @@ from dotenv import dotenv_values
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.errors import SettingsError
+
 # Waits that have no setting of their own.
 CLI_VERSION_TIMEOUT = 15.0  # `claude --version` in doctor
 RETRY_AFTER_SECONDS = 5  # what a saturated daemon tells clients
@@ -138,10 +140,6 @@ class Settings(BaseSettings):
 
 
 _SECRET_SETTINGS = {"PROXY_API_KEYS", "TELEGRAM_BOT_TOKEN"}
-
-
-class SettingsError(Exception):
-    """A setting has a bad value; the message names the variable."""
 
 
 def load_settings(**overrides: object) -> Settings:

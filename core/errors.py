@@ -1,17 +1,23 @@
-"""Everything that can go wrong in a turn, as seen by the faces.
+"""Everything that can go wrong, as seen by the faces and the host: one root, one tree.
 
-    EngineError
-    ├── CLIUnavailable       the CLI cannot run at all: missing binary, not logged in,
-    │                        refused configuration (e.g. bypass permissions as root)
-    ├── Saturated            no CLI slot free within the queue wait
-    ├── TurnFailed           the CLI exited without a usable answer (stderr attached)
-    │   └── SessionNotFound  `--resume` of a session the CLI does not know
-    ├── UpstreamError        the Anthropic API behind the CLI answered with an error
-    ├── ActivityTimeout      the CLI printed nothing for ACTIVITY_TIMEOUT seconds
-    ├── ShuttingDown         the daemon is stopping and takes no new turns
-    └── TurnCancelled        the turn was stopped on purpose: its `reason` (a CancelReason) says why
+    ClaudeMaxError           the root: a face or the host catches it to tell the user
+    ├── SettingsError        a setting has a bad value; the message names the variable
+    ├── StoreError           the state directory or the session database cannot be used
+    ├── AlreadyRunning       another daemon holds this state directory
+    ├── UnknownModel         a model name the daemon does not serve (also a ValueError)
+    ├── BadImage             an image Claude cannot be given (also a ValueError)
+    └── EngineError          a turn went wrong:
+        ├── CLIUnavailable       the CLI cannot run at all: missing binary, not logged in,
+        │                        refused configuration (e.g. bypass permissions as root)
+        ├── Saturated            no CLI slot free within the queue wait
+        ├── TurnFailed           the CLI exited without a usable answer (stderr attached)
+        │   └── SessionNotFound  `--resume` of a session the CLI does not know
+        ├── UpstreamError        the Anthropic API behind the CLI answered with an error
+        ├── ActivityTimeout      the CLI printed nothing for ACTIVITY_TIMEOUT seconds
+        ├── ShuttingDown         the daemon is stopping and takes no new turns
+        └── TurnCancelled        the turn was stopped on purpose: its `reason` (a CancelReason) says why
 
-Each carries the session id (when known) and the tail of the CLI's stderr, so the
+Each EngineError carries the session id (when known) and the tail of the CLI's stderr, so the
 faces can show a useful message without knowing how the CLI failed.
 """
 
@@ -20,10 +26,39 @@ from __future__ import annotations
 import enum
 
 
-class EngineError(Exception):
-    def __init__(self, message: str, *, session_id: str | None = None, stderr: str = "") -> None:
+class ClaudeMaxError(Exception):
+    """The root of every error the daemon tells a user about; `message` is what they read."""
+
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class SettingsError(ClaudeMaxError):
+    """A setting has a bad value; the message names the variable."""
+
+
+class StoreError(ClaudeMaxError):
+    """The state directory or the database cannot be used."""
+
+
+class AlreadyRunning(ClaudeMaxError):
+    """Another daemon holds this state directory."""
+
+
+class UnknownModel(ClaudeMaxError, ValueError):
+    def __init__(self, requested: str) -> None:
+        super().__init__(f"The model `{requested}` does not exist or is not served by this proxy")
+        self.requested = requested
+
+
+class BadImage(ClaudeMaxError, ValueError):
+    """An image Claude cannot be given; the message says why."""
+
+
+class EngineError(ClaudeMaxError):
+    def __init__(self, message: str, *, session_id: str | None = None, stderr: str = "") -> None:
+        super().__init__(message)
         self.session_id = session_id
         self.stderr = stderr
 

@@ -20,14 +20,12 @@ import signal
 import sys
 from pathlib import Path
 
+from core.errors import AlreadyRunning
+
 log = logging.getLogger("core.hygiene")
 
 STATE_VARIABLE = "CLAUDE_MAX_STATE"
 INSTANCE_VARIABLE = "CLAUDE_MAX_INSTANCE"
-
-
-class AlreadyRunning(Exception):
-    """Another daemon holds this state directory."""
 
 
 def state_key(state_dir: Path) -> str:

@@ -6,6 +6,8 @@ import base64
 import binascii
 from typing import Any
 
+from core.errors import BadImage
+
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # what the Anthropic API takes per image
 _MAGIC = {
     "image/png": (b"\x89PNG\r\n\x1a\n",),
@@ -13,10 +15,6 @@ _MAGIC = {
     "image/gif": (b"GIF87a", b"GIF89a"),
     "image/webp": (b"RIFF",),
 }
-
-
-class BadImage(ValueError):
-    """An image Claude cannot be given; the message says why."""
 
 
 def image_block(media_type: str, data: str) -> dict[str, Any]:

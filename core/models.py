@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from core.errors import UnknownModel
+
 PROVIDER_PREFIXES = ("maxproxy/", "claude-code-cli/", "anthropic/")
 
 # Family names without a version mean "the CLI's latest of that family".
@@ -30,12 +32,6 @@ _VERSIONED = re.compile(
 
 
 _DOTTED_VERSION = re.compile(r"(\d)\.(\d)")
-
-
-class UnknownModel(ValueError):
-    def __init__(self, requested: str) -> None:
-        super().__init__(f"The model `{requested}` does not exist or is not served by this proxy")
-        self.requested = requested
 
 
 def resolve_model(requested: str | None, *, default: str = "", aliases: Mapping[str, str] | None = None) -> str:

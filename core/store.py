@@ -17,6 +17,7 @@ from typing import Any
 
 import aiosqlite
 
+from core.errors import StoreError
 from core.transcript import Transcript
 
 DB_NAME = "sessions.sqlite3"
@@ -128,10 +129,6 @@ MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] 
     ("m002_ledger_and_preferences", _m2_ledger_and_preferences),
     ("m003_transcripts", _m3_transcripts),
 ]
-
-
-class StoreError(Exception):
-    """The state directory or the database cannot be used."""
 
 
 class SessionStore:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 
 from aiohttp import web
@@ -17,25 +16,21 @@ from core import (
     ClientToolCall,
     ClientToolsPending,
     EngineError,
-    Result,
-    ThinkingDelta,
-    ToolStart,
+    Finished,
+    Reasoning,
+    ToolActivity,
     Transcript,
     Turn,
     TurnEvent,
     TurnRequest,
     UnknownModel,
-    describe_tool,
     resolve_model,
 )
 from proxy.conversation import BadConversation, conversation_key, plan_turn
 from proxy.errors import ApiException, ApiFailure, bad_request
 from proxy.keys import PARKED, SCOPE, SETTINGS, get_engine
 from proxy.parked import ParkedTurn
-from proxy.schema import (
-    ChatCompletionRequest,
-    FinishReason,
-)
+from proxy.schema import ChatCompletionRequest
 from proxy.writers import JSONWriter, SSEWriter
 
 log = logging.getLogger("proxy.chat")
@@ -82,12 +77,6 @@ def _validation_failure(exc: ValidationError) -> ApiException:
     return bad_request(f"invalid request: {message} (at {param or 'body'})", param=param or None)
 
 
-def finish_reason(result: Result) -> FinishReason:
-    if result.stop_reason == "max_tokens" or result.subtype == "error_max_turns":
-        return "length"
-    return "length" if result.api_error_kind == "max_output_tokens" else "stop"
-
-
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     body = await _read_request(request)
@@ -103,13 +92,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         plan = plan_turn(body, scope)
     except BadConversation as exc:
         raise bad_request(str(exc), param=exc.param) from None
-    requested = body.model or model or "claude"
     writer: SSEWriter | JSONWriter
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        writer = SSEWriter(request, requested, model, settings.proxy_progress, include_usage)
+        writer = SSEWriter(request, settings.proxy_progress, include_usage)
     else:
-        writer = JSONWriter(requested, model)
+        writer = JSONWriter()
 
     # The client will send back what it received, progress lines included: that is the transcript to record.
     def head_after(_answer: str) -> Transcript:
@@ -120,22 +108,22 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if parked is not None:
         # The results of the calls a parked turn is waiting for: the same Claude turn goes on.
         try:
-            await parked.turn.continue_with(plan.results_for(parked.calls))
+            await parked.turn.continue_with(plan.results_for(parked.calls), head_after=head_after)
         except BadConversation as exc:
             parked_turns.park(parked)
             raise bad_request(str(exc), param=exc.param) from None
         except EngineError:
             parked_turns.park(parked)  # no slot for it now: it waits on for a retry of this request
             raise
-        parked.turn.request = dataclasses.replace(parked.turn.request, head_after=head_after)
         writer.turn = parked.turn
-        return await _run(writer, request, turn=parked.turn, stack=parked.stack, events=parked.events)
+        return await _run(writer, request, parked.turn, parked.stack, parked.events, head_after)
     await parked_turns.release_moved_on(plan.sent, plan.said, key)
     turn_request = TurnRequest(
         prompt_for=plan.prompt_for,
         key=key,
         history=plan.history,
         model=model,
+        model_asked=body.model or "",
         head_after=head_after,
         context=plan.context,
         face="http",
@@ -144,20 +132,21 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     stack = AsyncExitStack()
     turn = await stack.enter_async_context(get_engine(request).turn(turn_request))  # fails before anything is sent
     writer.turn = turn
-    return await _run(writer, request, turn=turn, stack=stack, events=aiter(turn))
+    return await _run(writer, request, turn, stack, aiter(turn), head_after)
 
 
 async def _run(
     writer: SSEWriter | JSONWriter,
     request: web.Request,
-    *,
     turn: Turn,
     stack: AsyncExitStack,
     events: AsyncIterator[TurnEvent],
+    head_after: Callable[[str], Transcript],
 ) -> web.StreamResponse:
     """Read the turn into the writer. `stack` holds the turn: leaving it leaves the turn (its slot and
     conversation freed, with the error that ended it, if any), unless the turn is parked to wait for the
-    client's tool results, which takes the stack along."""
+    client's tool results, which takes the stack along. `head_after(sent)` is the history the client
+    will send back once it has what was sent."""
     settings = request.app[SETTINGS]
     keeper = None
     if isinstance(writer, SSEWriter) and writer.progress_mode != "off":
@@ -174,19 +163,15 @@ async def _run(
                     elif isinstance(event, ClientToolsPending):
                         await writer.finish("tool_calls", event.usage)
                         # Parked with the history the client will send back: everything so far, and these calls.
-                        head = turn.request.head_after(writer.sent_text) if turn.request.head_after else None
-                        if head is not None:
-                            request.app[PARKED].park(ParkedTurn(turn, events, event.calls, head, stack.pop_all()))
+                        head = head_after(writer.sent_text)
+                        request.app[PARKED].park(ParkedTurn(turn, events, event.calls, head, stack.pop_all()))
                         break
-                    elif isinstance(event, ToolStart):
-                        if isinstance(writer, SSEWriter):
-                            await writer.start()
-                        if event.parent_tool_use_id is None:
-                            await writer.progress(describe_tool(event.name, event.input))
-                    elif isinstance(event, ThinkingDelta) and event.parent_tool_use_id is None:
+                    elif isinstance(event, ToolActivity):
+                        await writer.progress(event.description)
+                    elif isinstance(event, Reasoning):
                         await writer.thinking(event.text)
-                    elif isinstance(event, Result):
-                        await writer.finish(finish_reason(event), turn.unreported(event.usage))
+                    elif isinstance(event, Finished):
+                        await writer.finish("length" if event.truncated else "stop", event.usage)
             except Exception as exc:
                 if writer.started and isinstance(writer, SSEWriter):
                     failed_in_stream = True  # the stream ends with an error event; the turn leaves with the error

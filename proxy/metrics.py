@@ -62,14 +62,13 @@ class Metrics:
         self.duration.labels(face, turn.outcome).observe(turn.elapsed)
         if turn.first_token_after is not None:
             self.first_token.labels(face).observe(turn.first_token_after)
-        result = turn.result
-        if result is not None:
-            model = turn.model_reported or turn.model or "default"
-            usage = result.usage
+        usage = turn.usage
+        if usage is not None:
+            model = turn.model_answering
             self.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
             self.tokens.labels(model, "completion").inc(usage.output_tokens)
             self.tokens.labels(model, "cached").inc(usage.cache_read_tokens)
-            self.cost.labels(model).inc(result.cost_usd)
+            self.cost.labels(model).inc(turn.cost_usd)
 
     def count_request(self, request: web.Request, status: int) -> None:
         resource = request.match_info.route.resource

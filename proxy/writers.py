@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from core import ClientToolCall, Turn, Usage, answer_model, format_duration
+from core import ClientToolCall, Turn, Usage, format_duration
 from proxy.errors import failure_of
 from proxy.schema import (
     ChatCompletion,
@@ -58,9 +58,7 @@ class Writer:
 
     started = False
 
-    def __init__(self, requested_model: str, resolved_model: str = "") -> None:
-        self._requested = requested_model
-        self._resolved = resolved_model  # what it means: the CLI's --model
+    def __init__(self) -> None:
         self.turn: Turn | None = None
         self.id = completion_id()
         self.created = int(time.time())
@@ -70,7 +68,7 @@ class Writer:
 
     @property
     def model(self) -> str:
-        return answer_model(self._requested, self._resolved, self.turn.model_reported if self.turn else "")
+        return self.turn.model_label if self.turn else "claude"
 
     @property
     def sent_text(self) -> str:
@@ -84,8 +82,8 @@ class Writer:
 class JSONWriter(Writer):
     """Collects the answer; `response()` is the whole chat completion. Failures become HTTP statuses."""
 
-    def __init__(self, requested_model: str, resolved_model: str = "") -> None:
-        super().__init__(requested_model, resolved_model)
+    def __init__(self) -> None:
+        super().__init__()
         self._finish: FinishReason = "stop"
         self._usage: Usage | None = None
 
@@ -123,10 +121,8 @@ class JSONWriter(Writer):
 class SSEWriter(Writer):
     """One SSE answer. Started lazily, so failures before any output get a proper HTTP status."""
 
-    def __init__(
-        self, request: web.Request, requested_model: str, resolved_model: str, progress: str, include_usage: bool
-    ) -> None:
-        super().__init__(requested_model, resolved_model)
+    def __init__(self, request: web.Request, progress: str, include_usage: bool) -> None:
+        super().__init__()
         self._request = request
         self.progress_mode = progress
         self._include_usage = include_usage
@@ -177,10 +173,13 @@ class SSEWriter(Writer):
         await self.chunk(Delta(tool_calls=[ToolCallDelta(index=index, id=call.call_id, function=function)]))
 
     async def progress(self, line: str) -> None:
-        """What Claude is doing, so clients' idle watchdogs see activity during long tool runs."""
-        if self.progress_mode == "off" or self.finished:
+        """What Claude is doing, so clients' idle watchdogs see activity during long tool runs. The stream
+        starts even when progress is off: its headers are a sign of life."""
+        if self.finished:
             return
         await self.start()
+        if self.progress_mode == "off":
+            return
         if self.progress_mode == "reasoning":
             await self.chunk(Delta(reasoning_content=line + "\n"))
         else:
@@ -235,7 +234,7 @@ class SSEWriter(Writer):
         last_tool = ""
         while not self.finished:
             await asyncio.sleep(min(every / 3, 1.0))
-            if turn.result is not None or self.finished or turn.awaiting_client:
+            if self.finished or turn.awaiting_client:
                 continue
             if time.monotonic() - self.last_write >= every:
                 last_tool = turn.last_tool or last_tool

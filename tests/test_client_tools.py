@@ -13,7 +13,7 @@ import aiohttp
 import openai
 import pytest
 
-from core.engine import Turn
+from core import Turn
 from proxy.keys import PARKED
 from tests.conftest import Daemon
 from tests.mock_anthropic import CACHE_READ_TOKENS, CACHE_WRITE_TOKENS, INPUT_TOKENS, MockAnthropic

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from core.client_tools import ClientToolCall
+from core.turn_events import ClientToolCall
 from proxy.conversation import BadConversation, PlannedTurn, plan_turn
 from proxy.parked import ParkedTurn
 from proxy.schema import ChatCompletionRequest

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from core.engine import Turn
+from core import Turn
 from proxy.keys import PARKED
 from tests.conftest import Daemon, empty_env
 from tests.mock_anthropic import MockAnthropic, newest_user_text

@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 
 from claude_max.logs import RedactingFilter
-from core.config import SettingsError, load_settings
+from core.config import load_settings
+from core.errors import SettingsError
 from core.doctor import check_permissions
-from core.models import UnknownModel, resolve_model
-from core.store import SessionStore, StoreError
+from core.errors import UnknownModel
+from core.models import resolve_model
+from core.errors import StoreError
+from core.store import SessionStore
 from core.transcript import Exchange, Transcript
 from proxy.conversation import BadConversation, plan_turn, transcript
 from proxy.schema import ChatCompletionRequest
@@ -292,12 +295,14 @@ def test_env_example_lists_every_setting() -> None:
 def test_turn_summary_counts_tools_by_name_and_not_waiting() -> None:
     from bot.chat import summary_line
     from bot.progress import Progress
+    from core import ToolActivity
+    from core.describe import describe_tool
 
     progress = Progress(bot=None, chat_id=1, interval=2.5, private=True)  # type: ignore[arg-type]
     progress.waiting_for_slot = True
     assert "waiting for a free Claude Code slot" in progress.render()
     for name, tool_input in (("Bash", {"command": "ls"}), ("Read", {"file_path": "a: b.py"}), ("Bash", {})):
-        progress.tool(name, tool_input)
+        progress.tool(ToolActivity(name, describe_tool(name, tool_input)))
     assert "waiting" not in progress.render(), "a tool started: the turn has its slot"
     summary = summary_line(progress, 0.0123, "✅ Done")
     assert summary.startswith("✅ Done · 0s · 3 tools (Bash×2, Read) · $0.0123")

@@ -11,7 +11,7 @@ import aiohttp
 import openai
 import pytest
 
-from core.engine import Turn
+from core import Turn
 from tests.conftest import Daemon, running_commands, wait_no_processes
 from tests.mock_anthropic import MockAnthropic
 
