@@ -14,7 +14,7 @@ OPENCLAW_NODE_VERSION := 24.22.3
 OPENCLAW_DIR := .cache/openclaw-$(OPENCLAW_VERSION)
 OPENCLAW := $(OPENCLAW_DIR)/node_modules/openclaw/openclaw.mjs
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test test-fast lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required" if sys.version_info < (3, 11) else 0)'
@@ -53,6 +53,10 @@ lint: $(VENV)/.test-installed
 
 test: $(VENV)/.test-installed $(TEST_CLI) $(JS_CLIENT) $(OPENCLAW) lint
 	CLAUDE_MAX_TEST_CLI=$(abspath $(TEST_CLI)) $(BIN)/pytest -q
+
+# The fast lane alone: no node, no CLI (tests/fast; about 10 s).
+test-fast: $(VENV)/.test-installed
+	$(BIN)/pytest -q tests/fast
 
 bench: $(VENV)/.test-installed $(TEST_CLI)
 	CLAUDE_MAX_TEST_CLI=$(abspath $(TEST_CLI)) $(BIN)/python scripts/bench.py

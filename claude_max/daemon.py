@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -35,13 +35,14 @@ if TYPE_CHECKING:
 BOT: web.AppKey[ClaudeBot] = web.AppKey("bot")
 
 
-def compose(settings: Settings) -> web.Application:
-    """The daemon as an aiohttp application: the HTTP face, with the engine and the bot in its lifetime."""
+def compose(settings: Settings, *, engine: Callable[[Settings], Engine] = Engine) -> web.Application:
+    """The daemon as an aiohttp application: the HTTP face, with the engine and the bot in its lifetime.
+    `engine` builds the engine (the fast tests hand in a scripted one with the same public API)."""
     app = create_app(settings)
 
     async def engine_context(app: web.Application) -> AsyncIterator[None]:
-        async with Engine(settings) as engine:
-            app[ENGINE] = engine
+        async with engine(settings) as built:
+            app[ENGINE] = built
             yield
 
     async def bot_context(app: web.Application) -> AsyncIterator[None]:

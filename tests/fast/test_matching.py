@@ -20,7 +20,7 @@ from proxy.conversation import BadConversation, PlannedTurn, plan_turn
 from proxy.parked import ParkedTurn
 from proxy.schema import ChatCompletionRequest
 
-FIXTURES = Path(__file__).parent / "fixtures" / "openclaw"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "openclaw"
 
 
 def plan(*messages: dict[str, Any], scope: str = "s") -> PlannedTurn:

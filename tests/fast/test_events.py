@@ -25,7 +25,7 @@ from core.events import (
     parse_event,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
 def replay(name: str) -> list[Event]:

@@ -11,11 +11,9 @@ import pytest
 
 from claude_max.logs import RedactingFilter
 from core.config import load_settings
-from core.errors import SettingsError
 from core.doctor import check_permissions
-from core.errors import UnknownModel
+from core.errors import SettingsError, StoreError, UnknownModel
 from core.models import resolve_model
-from core.errors import StoreError
 from core.store import SessionStore
 from core.transcript import Exchange, Transcript
 from proxy.conversation import BadConversation, plan_turn, transcript
@@ -287,7 +285,7 @@ def test_env_example_lists_every_setting() -> None:
 
     from core.config import Settings
 
-    example = (Path(__file__).parent.parent / ".env.example").read_text()
+    example = (Path(__file__).parents[2] / ".env.example").read_text()
     listed = {name.lower() for name in re.findall(r"^#?\s*([A-Z_]+)=", example, re.MULTILINE)}
     assert set(Settings.model_fields) <= listed, set(Settings.model_fields) - listed
 
