@@ -71,8 +71,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    if args.env_file is not None and not args.env_file.is_file():
+    if args.env_file is not None and not args.env_file.exists():  # /dev/null is fine: no settings at all
         raise SettingsError(f"--env-file {args.env_file} does not exist")
+    if args.env_file is not None and args.env_file.is_dir():
+        raise SettingsError(f"--env-file {args.env_file} is a directory, not a settings file")
     args.env_file = args.env_file or Path(".env")
     overrides: dict[str, object] = {"_env_file": args.env_file}
     for flag, field, _, _ in _FLAGS:

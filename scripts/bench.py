@@ -123,6 +123,46 @@ async def direct_turn(
     return Timing(first or last, last), session
 
 
+class PersistentCLI:
+    """One CLI process kept open, a turn written to its stdin at a time: the floor of a warm turn."""
+
+    def __init__(self, cli: str, env: dict[str, str], cwd: Path) -> None:
+        self._argv = [cli, *CLI_FLAGS]
+        self._env, self._cwd = env, cwd
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> PersistentCLI:
+        self._process = await asyncio.create_subprocess_exec(
+            *self._argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, cwd=self._cwd, env=self._env, limit=1 << 24,
+        )  # fmt: skip
+        return self
+
+    async def turn(self, text: str) -> Timing:
+        assert self._process and self._process.stdin and self._process.stdout
+        started = time.perf_counter()
+        self._process.stdin.write(user_message(text))
+        await self._process.stdin.drain()
+        first = None
+        while line := await self._process.stdout.readline():
+            event = json.loads(line)
+            if (
+                first is None
+                and event.get("type") == "stream_event"
+                and event["event"].get("type") == "content_block_delta"
+            ):
+                first = time.perf_counter() - started
+            if event.get("type") == "result":
+                break
+        last = time.perf_counter() - started
+        return Timing(first or last, last)
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._process and self._process.stdin
+        self._process.stdin.close()
+        await self._process.wait()
+
+
 async def proxy_turn(session: aiohttp.ClientSession, url: str, text: str, conversation: str) -> tuple[Timing, int]:
     """One streamed turn through the proxy: time to the first content chunk and to [DONE]."""
     started = time.perf_counter()
@@ -164,8 +204,9 @@ class Daemon:
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert self.process.stderr
-        while b"event=serving" not in await self.process.stderr.readline():
-            pass
+        while b"event=serving" not in (line := await self.process.stderr.readline()):
+            if not line:
+                raise RuntimeError(f"claude-max serve exited with status {await self.process.wait()}")
         self._drainer = asyncio.create_task(self._drain())
         return self
 
@@ -221,19 +262,22 @@ async def main(args: argparse.Namespace) -> None:
     command = str(Path(sys.executable).parent / "claude-max")
     cold = Daemon(command, env, workdir / "state-cold", WARM_MAX="0")
     warm = Daemon(command, env, workdir / "state-warm", MAX_CONCURRENT="16", WARM_MAX="20")
-    async with aiohttp.ClientSession() as http, cold, warm:
+    persistent = PersistentCLI(cli, {k: v for k, v in env.items() if k != MARK}, cwd)  # not in the CLI counts
+    async with aiohttp.ClientSession() as http, cold, warm, persistent:
         idle_rss = rss_mb(warm.pid)
         # Warm-up, then the conversations that later runs continue.
         await direct_turn(cli, env, cwd, "warm up the disk cache")
         _, base_session = await direct_turn(cli, env, cwd, "a conversation to resume")
         await proxy_turn(http, cold.url, "start", "resume")
         await proxy_turn(http, warm.url, "start", "warm")
+        await persistent.turn("start")
         cold_cpu = cpu_seconds(cold.pid)
         direct_new: list[Timing] = []
         direct_resume: list[Timing] = []
         proxy_new: list[Timing] = []
         proxy_resume: list[Timing] = []
         proxy_warm: list[Timing] = []
+        direct_warm: list[Timing] = []
         # Side by side: each run measures every case once, so drift hits all of them alike.
         for i in range(runs):
             await settle(mark, 1)
@@ -246,6 +290,7 @@ async def main(args: argparse.Namespace) -> None:
             proxy_resume.append((await proxy_turn(http, cold.url, f"again {i}", "resume"))[0])
             await settle(mark, 1)
             proxy_warm.append((await proxy_turn(http, warm.url, f"again {i}", "warm"))[0])
+            direct_warm.append(await persistent.turn(f"again {i}"))
         cold_cpu = (cpu_seconds(cold.pid) - cold_cpu) / (2 * runs)
         await settle(mark, 1)
         direct_concurrent = await asyncio.gather(
@@ -292,6 +337,7 @@ async def main(args: argparse.Namespace) -> None:
     pair("CLI direct, --resume (floor)", direct_resume)
     pair("proxy, new conversation (cold spawn)", proxy_new)
     pair("proxy, continuing cold (--resume)", proxy_resume)
+    pair("CLI direct, persistent process (floor of a warm turn)", direct_warm)
     pair("proxy, continuing warm", proxy_warm)
 
     def overhead(proxy: list[Timing], direct: list[Timing]) -> str:
@@ -302,6 +348,7 @@ async def main(args: argparse.Namespace) -> None:
 
     rows.append(("proxy overhead, new conversation", overhead(proxy_new, direct_new)))
     rows.append(("proxy overhead, cold --resume", overhead(proxy_resume, direct_resume)))
+    rows.append(("proxy overhead, warm (against the persistent CLI)", overhead(proxy_warm, direct_warm)))
     rows.append(("daemon CPU per cold turn (its own work, no CLI)", f"{cold_cpu * 1000:.1f} ms"))
     speedup = median_ms([t.first_token for t in proxy_resume]) / median_ms([t.first_token for t in proxy_warm])
     rows.append(("warm vs cold --resume, time to first token", f"{speedup:.1f}x faster"))

@@ -242,6 +242,10 @@ async def test_doctor_explains_what_is_wrong(daemon_env: dict[str, str], tmp_pat
 async def test_a_missing_env_file_is_an_error(daemon_env: dict[str, str], tmp_path: Path) -> None:
     code, _, err = await run("serve", "--env-file", str(tmp_path / "nope.env"), env=daemon_env)
     assert code == 2 and "nope.env does not exist" in err
+    code, _, err = await run("serve", "--env-file", str(tmp_path), env=daemon_env)
+    assert code == 2 and "is a directory, not a settings file" in err
+    code, out, _ = await run("doctor", "--env-file", os.devnull, env=daemon_env)  # no settings file at all
+    assert code == 0 and "all is well" in out, out
     env = {**daemon_env, "XDG_CONFIG_HOME": str(tmp_path)}
     code, _, err = await run("service", "install", "--no-start", env=env, cwd=tmp_path)  # no .env there
     assert code == 0 and "does not exist: the service will run with the defaults" in err
