@@ -26,11 +26,14 @@ from telegram.ext import (
     filters,
 )
 
+from bot.approvals import PREFIX as APPROVAL_PREFIX
+from bot.approvals import ApprovalDesk
 from bot.calls import send
 from bot.chat import ChatSession, Job, conversation_key
 from bot.progress import STOP_DATA
 from bot.uploads import UploadRefused, check_size, upload_path
 from core import (
+    ASK,
     ActivityTimeout,
     BadImage,
     Engine,
@@ -55,6 +58,7 @@ COMMANDS = [
     BotCommand("stop", "Stop the running turn"),
     BotCommand("status", "Session, model, running turn, usage"),
     BotCommand("model", "Show or set this chat's model"),
+    BotCommand("mode", "Show or set who approves what Claude does"),
     BotCommand("help", "What this bot does"),
     BotCommand("start", "Say hello"),
 ]
@@ -65,8 +69,24 @@ HELP = (
     "which tools it runs; press Stop or send /stop to cancel. Photos and documents are saved in "
     "the working directory and Claude is told where.\n\n"
     "/new – start a fresh session\n/stop – stop the running turn\n/status – session, model, usage\n"
-    "/model [name] – show or set the model (opus, sonnet, haiku, or a full id)\n/help – this text"
+    "/model [name] – show or set the model (opus, sonnet, haiku, or a full id)\n"
+    "/mode [ask|edits|plan|bypass] – show or set who approves what Claude does\n/help – this text"
 )
+
+
+MODES = {"ask": ASK, "edits": "acceptEdits", "plan": "plan", "bypass": "bypassPermissions"}
+MODE_CHOICES = (
+    "/mode ask – every tool that needs approval is asked about here\n/mode edits – file edits run unasked, "
+    "the rest is asked\n/mode plan – Claude only plans, changes nothing\n/mode bypass – nothing is asked"
+)
+_MODE_WORDS = {
+    ASK: "ask (you approve each tool that needs it)", "acceptEdits": "edits (file edits unasked)",
+    "plan": "plan (Claude plans, changes nothing)", "bypassPermissions": "bypass (nothing is asked)",
+}  # fmt: skip
+
+
+def describe_mode(mode: str) -> str:
+    return _MODE_WORDS.get(mode, mode)
 
 
 class ClaudeBot:
@@ -88,6 +108,7 @@ class ClaudeBot:
             .rate_limiter(AIORateLimiter(max_retries=0))
             .build()
         )
+        self.desk = ApprovalDesk(self.application.bot, engine.approvals, settings)
         self._register()
         self.started = False
 
@@ -112,6 +133,7 @@ class ClaudeBot:
         )  # fmt: skip
         await app.start()
         self.engine.on_turn_end(self._alert_http_failure)
+        self.engine.approvals.register(self.desk.show, self.desk.resolved)
         self.started = True
         log.info(
             "telegram_started bot=@%s allowed_users=%d", app.bot.username, len(self.settings.telegram_allowed_users)
@@ -145,6 +167,7 @@ class ClaudeBot:
         app.add_handler(CommandHandler("stop", self._stop))
         app.add_handler(CommandHandler("status", self._status))
         app.add_handler(CommandHandler("model", self._model))
+        app.add_handler(CommandHandler("mode", self._mode))
         app.add_handler(CallbackQueryHandler(self._button))
         app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, self._file))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self._text))
@@ -254,6 +277,10 @@ class ClaudeBot:
     async def _button(self, update: Update, context: Context) -> None:
         query = update.callback_query
         assert query is not None
+        if (query.data or "").startswith(f"{APPROVAL_PREFIX}:"):
+            toast = self.desk.press(query.data or "", update.effective_user)
+            await send("answer_callback", lambda: query.answer(toast))
+            return
         if query.data != STOP_DATA:
             await send("answer_callback", lambda: query.answer())
             return
@@ -294,6 +321,21 @@ class ClaudeBot:
         await store.set_preferred_model(key, model)
         await self._reply(update, f"Model set to {model} for this chat, from the next message on.")
 
+    async def _mode(self, update: Update, context: Context) -> None:
+        key = self._chat(update).key
+        store = self.engine.store
+        if not context.args:
+            current = await store.permission_mode(key) or self.settings.telegram_permission_mode
+            await self._reply(update, f"Mode: {describe_mode(current)}.\n{MODE_CHOICES}")
+            return
+        name = context.args[0].lower()
+        mode = MODES.get(name)
+        if mode is None:
+            await self._reply(update, f"⚠️ Unknown mode {name!r}.\n{MODE_CHOICES}")
+            return
+        await store.set_permission_mode(key, mode)
+        await self._reply(update, f"Mode set to {describe_mode(mode)}, from the next message on.")
+
     async def _status(self, update: Update, context: Context) -> None:
         chat = self._chat(update)
         store = self.engine.store
@@ -305,6 +347,7 @@ class ClaudeBot:
             if record
             else "Session: none yet",
             f"Model: {model}",
+            f"Mode: {describe_mode(await store.permission_mode(chat.key) or self.settings.telegram_permission_mode)}",
         ]
         progress = chat.progress
         if chat.busy and progress is not None:

@@ -19,6 +19,8 @@ from bot.render import render
 from core import (
     ActivityTimeout,
     AnswerDelta,
+    ApprovalDone,
+    ApprovalWaiting,
     CancelReason,
     ClaudeMaxError,
     Engine,
@@ -132,10 +134,12 @@ class ChatSession:
                             reply_to=job.message_id, queued=len(self.jobs))  # fmt: skip
         self.progress = progress
         await progress.start()
-        model = await self._engine.store.preferred_model(self.key) or ""
+        store = self._engine.store
+        model = await store.preferred_model(self.key) or ""
+        mode = await store.permission_mode(self.key) or self._settings.telegram_permission_mode
         request = TurnRequest(
             prompt_for=lambda _: job.prompt, key=self.key, model=model, face="telegram", patient=True,
-            on_queued=lambda: setattr(progress, "waiting_for_slot", True),
+            on_queued=lambda: setattr(progress, "waiting_for_slot", True), permission_mode=mode,
         )  # fmt: skip
         summary = "⚠️ Failed"
         try:
@@ -184,6 +188,10 @@ class ChatSession:
                     progress.tool(event)
                 elif isinstance(event, AnswerDelta):
                     progress.answer += event.text
+                elif isinstance(event, ApprovalWaiting):
+                    progress.approval = event.description
+                elif isinstance(event, ApprovalDone):
+                    progress.approval = ""
                 elif isinstance(event, Finished):
                     finished = event
         assert finished is not None, "a turn that ends without an error has finished"

@@ -51,6 +51,7 @@ class Progress:
     tools: list[str] = field(default_factory=list)  # each call described, in order
     tool_names: list[str] = field(default_factory=list)  # the same calls, by tool name
     waiting_for_slot: bool = False
+    approval: str = ""  # the tool call waiting for a person's approval, described
     queued: int = 0
     answer: str = ""
     message_id: int | None = None
@@ -77,6 +78,8 @@ class Progress:
         if hidden > 0:
             lines.append(f"… {hidden} earlier step{'s' if hidden > 1 else ''}")
         lines += self.tools[-SHOWN_TOOLS:]
+        if self.approval:
+            lines.append(f"🔐 waiting for approval: {self.approval}")
         if self.waiting_for_slot:
             lines.append("⏳ waiting for a free Claude Code slot")
         if self.queued:

@@ -5,8 +5,9 @@ This is its public API: the faces and the host import from `core` only, never fr
 """
 
 from core._version import __version__
+from core.approvals import NO_APPROVER, Approvals, Decision, PermissionPrompt
 from core.client_tools import ClientTool, mcp_names
-from core.config import RETRY_AFTER_SECONDS, Settings, load_settings
+from core.config import ASK, RETRY_AFTER_SECONDS, Settings, load_settings
 from core.describe import format_duration
 from core.doctor import run_checks
 from core.engine import Engine
@@ -36,6 +37,8 @@ from core.transcript import Exchange, Transcript, digest
 from core.turn import Prompt, Turn, TurnRequest
 from core.turn_events import (
     AnswerDelta,
+    ApprovalDone,
+    ApprovalWaiting,
     ClientToolCall,
     ClientToolsPending,
     Finished,
@@ -45,10 +48,15 @@ from core.turn_events import (
 )
 
 __all__ = [
+    "ASK",
+    "NO_APPROVER",
     "RETRY_AFTER_SECONDS",
     "ActivityTimeout",
     "AlreadyRunning",
     "AnswerDelta",
+    "ApprovalDone",
+    "ApprovalWaiting",
+    "Approvals",
     "BadImage",
     "CLIUnavailable",
     "CancelReason",
@@ -57,10 +65,12 @@ __all__ = [
     "ClientToolCall",
     "ClientToolsPending",
     "Conversation",
+    "Decision",
     "Engine",
     "EngineError",
     "Exchange",
     "Finished",
+    "PermissionPrompt",
     "Prompt",
     "Reasoning",
     "Saturated",

@@ -17,6 +17,9 @@ CLI_VERSION_TIMEOUT = 15.0  # `claude --version` in doctor
 RETRY_AFTER_SECONDS = 5  # what a saturated daemon tells clients
 
 PermissionMode = Literal["bypassPermissions", "acceptEdits", "auto", "default", "dontAsk", "plan", "manual"]
+# A face's mode: one of the CLI's, or `ask` (the CLI's default mode, its prompts answered by a person).
+FaceMode = Literal["ask", "bypassPermissions", "acceptEdits", "auto", "default", "dontAsk", "plan", "manual"]
+ASK = "ask"
 
 
 def _split_csv(value: object) -> object:
@@ -34,6 +37,9 @@ class Settings(BaseSettings):
     claude_workdir: Path | None = None
     state_dir: Path = Path("~/.local/state/claude-max")
     claude_permission_mode: PermissionMode = "bypassPermissions"
+    telegram_permission_mode: FaceMode = "ask"
+    proxy_permission_mode: FaceMode = "bypassPermissions"
+    approval_timeout: float = Field(default=600.0, gt=0)
     claude_max_turns: int | None = Field(default=None, ge=1)
     default_model: str = ""
     model_aliases: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
@@ -103,6 +109,15 @@ class Settings(BaseSettings):
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ValueError(f"an origin looks like https://example.com, got {origin!r}")
         return [origin.rstrip("/") for origin in value]
+
+    @model_validator(mode="after")
+    def _face_modes(self) -> Settings:
+        """A user who set CLAUDE_PERMISSION_MODE keeps what they chose, for every face they did not set."""
+        if "claude_permission_mode" in self.model_fields_set:
+            for name in ("telegram_permission_mode", "proxy_permission_mode"):
+                if name not in self.model_fields_set:
+                    setattr(self, name, self.claude_permission_mode)
+        return self
 
     @model_validator(mode="after")
     def _paths(self) -> Settings:

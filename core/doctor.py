@@ -86,19 +86,43 @@ async def check_cli(settings: Settings) -> list[Check]:
     return checks
 
 
+def _face_modes(settings: Settings) -> dict[str, str]:
+    """The permission mode of each face that runs, by the variable that sets it."""
+    modes: dict[str, str] = {"PROXY_PERMISSION_MODE": settings.proxy_permission_mode}
+    if settings.telegram_bot_token is not None:
+        modes["TELEGRAM_PERMISSION_MODE"] = settings.telegram_permission_mode
+    return modes
+
+
 def check_permissions(settings: Settings) -> Check:
-    mode = settings.claude_permission_mode
+    modes = _face_modes(settings)
     # What the CLI will see (the environment, and .env values it does not have); the CLI accepts only "1".
     sandbox = settings.child_environment().get("IS_SANDBOX")
-    if mode == "bypassPermissions" and hasattr(os, "geteuid") and os.geteuid() == 0 and sandbox != "1":
+    bypassing = [name for name, mode in modes.items() if mode == "bypassPermissions"]
+    if bypassing and hasattr(os, "geteuid") and os.geteuid() == 0 and sandbox != "1":
         shown = "" if sandbox is None else f" (IS_SANDBOX={sandbox!r} is not 1)"
         return Check(
             "permission mode",
             False,
-            f"running as root with CLAUDE_PERMISSION_MODE=bypassPermissions: the CLI refuses this{shown}",
+            f"running as root with {bypassing[0]}=bypassPermissions: the CLI refuses this{shown}",
             "run the daemon as a normal user, or set IS_SANDBOX=1 (exactly 1) if this machine is a sandbox",
         )
-    return Check("permission mode", True, mode)
+    return Check("permission mode", True, ", ".join(f"{name}={mode}" for name, mode in modes.items()))
+
+
+def check_approvals(settings: Settings) -> Check:
+    """HTTP turns that ask need a person in Telegram's notify chat; without one they are denied at once."""
+    mode = settings.proxy_permission_mode
+    if mode in ("bypassPermissions", "dontAsk"):
+        return Check("approvals", True, f"HTTP turns ask nobody (PROXY_PERMISSION_MODE={mode})")
+    if settings.telegram_bot_token is None or settings.telegram_notify_id is None:
+        return Check(
+            "approvals", False,
+            f"PROXY_PERMISSION_MODE={mode}, but no Telegram chat to ask: HTTP turns' permission prompts are denied",
+            "set TELEGRAM_BOT_TOKEN and TELEGRAM_NOTIFY_ID (the chat that approves), or PROXY_PERMISSION_MODE",
+            fatal=False,
+        )  # fmt: skip
+    return Check("approvals", True, f"HTTP turns are approved in chat {settings.telegram_notify_id}")
 
 
 def check_state_dir(settings: Settings) -> list[Check]:
@@ -230,6 +254,7 @@ def check_telegram(settings: Settings, *, daemon_running: bool = False) -> list[
 async def run_checks(settings: Settings) -> list[Check]:
     checks = await check_cli(settings)
     checks.append(check_permissions(settings))
+    checks.append(check_approvals(settings))
     checks += check_state_dir(settings)
     port = check_port(settings)
     checks.append(port)

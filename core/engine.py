@@ -15,6 +15,7 @@ import contextlib
 import enum
 import uuid
 
+from core.approvals import Approvals
 from core.capacity import ConversationLocks, Slots
 from core.config import Settings
 from core.errors import CancelReason, ShuttingDown, StoreError
@@ -50,9 +51,11 @@ class Engine:
             background=self._tracker.background,
         )
         self._slots = Slots(settings.max_concurrent, queue_wait=settings.queue_wait)
+        # Permission prompts of `ask` turns; a face that can ask a person registers with it.
+        self.approvals = Approvals(settings.approval_timeout)
         self._context = TurnContext(
             settings=settings, store=self.store, slots=self._slots, locks=ConversationLocks(),
-            launcher=self._launcher, tracker=self._tracker,
+            launcher=self._launcher, approvals=self.approvals, tracker=self._tracker,
         )  # fmt: skip
 
     async def __aenter__(self) -> Engine:

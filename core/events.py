@@ -156,6 +156,15 @@ class Result:
 
 
 @dataclass(frozen=True, slots=True)
+class ControlRequest:
+    """The CLI asks its host something and waits for a `control_response` (e.g. `can_use_tool`)."""
+
+    request_id: str
+    subtype: str
+    body: dict[str, Any]  # the request itself: tool_name, input, permission_suggestions, ...
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownEvent:
     kind: str
     raw: dict[str, Any]
@@ -174,6 +183,7 @@ Event = (
     | RateLimit
     | ApiError
     | Result
+    | ControlRequest
     | UnknownEvent
 )
 
@@ -302,6 +312,9 @@ def parse_event(line: bytes | str) -> list[Event]:
         return _user(raw)
     if kind == "result":
         return [_result(raw)]
+    if kind == "control_request":
+        request = raw["request"] if isinstance(raw.get("request"), dict) else {}
+        return [ControlRequest(str(raw.get("request_id") or ""), str(request.get("subtype") or ""), request)]
     if kind == "rate_limit_event":
         info = raw.get("rate_limit_info") or {}
         resets = info.get("resetsAt")

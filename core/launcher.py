@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.client_tools import ClientTool, ToolSession, tools_digest
-from core.config import Settings
+from core.config import ASK, Settings
 from core.errors import CLIUnavailable
 from core.hygiene import death_signal_prefix
 from core.process import CLIProcess, Spawn
@@ -22,6 +22,9 @@ from core.warm import Signature, WarmPool
 
 if TYPE_CHECKING:
     from core.mcp_bridge import McpBridge
+
+
+_NEVER_ASKS = {"bypassPermissions", "dontAsk"}
 
 
 class Launcher:
@@ -52,15 +55,25 @@ class Launcher:
         """Whether a process that ended its turn cleanly is kept for the conversation's next one."""
         return bool(self.pool.capacity) and self.accepting
 
-    def argv(self, model: str, resume: str | None) -> list[str]:
+    def mode(self, mode: str) -> str:
+        """A turn's permission mode: its face's, else CLAUDE_PERMISSION_MODE."""
+        return mode or self.settings.claude_permission_mode
+
+    def argv(self, model: str, resume: str | None, mode: str = "") -> list[str]:
         s = self.settings
+        mode = self.mode(mode)
+        # `ask` is the CLI's default mode. In every mode that can ask, the CLI asks its host (this daemon) on
+        # stdio before a tool that needs approval, and a person answers (core.approvals); headless, it would deny.
+        permissions = ["default" if mode == ASK else mode]
+        if mode not in _NEVER_ASKS:
+            permissions += ["--permission-prompt-tool", "stdio"]
         argv = [
             s.claude_bin, "-p",
             "--input-format", "stream-json",
             "--output-format", "stream-json",
             "--verbose",
             "--include-partial-messages",
-            "--permission-mode", s.claude_permission_mode,
+            "--permission-mode", *permissions,
         ]  # fmt: skip
         if model:
             argv += ["--model", model]
@@ -75,12 +88,14 @@ class Launcher:
             return Path(resume.workdir)  # the CLI keeps sessions per project directory
         return self.settings.workdir
 
-    def signature(self, model: str, workdir: Path, tools: tuple[ClientTool, ...] = ()) -> Signature:
+    def signature(self, model: str, workdir: Path, tools: tuple[ClientTool, ...] = (), mode: str = "") -> Signature:
         """What a process was started with; a warm process serves only turns that want the same."""
         s = self.settings
-        return (model, str(workdir), s.claude_bin, s.claude_permission_mode, s.claude_max_turns, tools_digest(tools))
+        return (model, str(workdir), s.claude_bin, self.mode(mode), s.claude_max_turns, tools_digest(tools))
 
-    async def start(self, model: str, resume: Conversation | None, tools: tuple[ClientTool, ...] = ()) -> CLIProcess:
+    async def start(
+        self, model: str, resume: Conversation | None, tools: tuple[ClientTool, ...] = (), mode: str = ""
+    ) -> CLIProcess:
         """A new process, started (`CLIUnavailable` when the CLI cannot be found)."""
         env = {**self.settings.child_environment(), **self._marks}
         binary = shutil.which(self.settings.claude_bin, path=env.get("PATH"))
@@ -89,7 +104,7 @@ class Launcher:
                 f"the Claude Code CLI was not found ({self.settings.claude_bin!r}); install it with "
                 "`npm install -g @anthropic-ai/claude-code` or set CLAUDE_BIN"
             )
-        argv = self.argv(model, resume.session_id if resume else None)
+        argv = self.argv(model, resume.session_id if resume else None, mode)
         session = None
         if tools:
             bridge = await self._mcp_bridge()
@@ -113,10 +128,10 @@ class Launcher:
         return process
 
     async def process_for(
-        self, key: str, model: str, resume: Conversation | None, tools: tuple[ClientTool, ...]
+        self, key: str, model: str, resume: Conversation | None, tools: tuple[ClientTool, ...], mode: str
     ) -> tuple[CLIProcess, str]:
         """A process for a turn, and where it came from: "warm", "spare" or "cold"."""
-        signature = self.signature(model, self.workdir(resume), tools)
+        signature = self.signature(model, self.workdir(resume), tools, mode)
         if resume is not None:
             warm = self.pool.take(key, resume.session_id, signature)
             if warm is not None:
@@ -126,11 +141,13 @@ class Launcher:
             self.pool.refill(self._start_spare)
             if spare is not None:
                 return spare, "spare"
-        return await self.start(model, resume, tools), "cold"
+        return await self.start(model, resume, tools, mode), "cold"
 
-    def keep(self, key: str, process: CLIProcess, session_id: str, model: str, tools: tuple[ClientTool, ...]) -> None:
+    def keep(
+        self, key: str, process: CLIProcess, session_id: str, model: str, tools: tuple[ClientTool, ...], mode: str
+    ) -> None:
         """Keep a process for the conversation's next turn, which will resume `session_id`."""
-        self.pool.put(key, process, session_id, self.signature(model, process.cwd, tools))
+        self.pool.put(key, process, session_id, self.signature(model, process.cwd, tools, mode))
 
     async def _mcp_bridge(self) -> McpBridge:
         if self._bridge is None:
@@ -141,6 +158,7 @@ class Launcher:
         return self._bridge
 
     async def _start_spare(self) -> tuple[CLIProcess, Signature]:
-        model = self.settings.default_model
-        process = await self.start(model, None)
-        return process, self.signature(model, self.settings.workdir)
+        """A process for a new HTTP conversation (spares serve the HTTP face's mode)."""
+        model, mode = self.settings.default_model, self.settings.proxy_permission_mode
+        process = await self.start(model, None, mode=mode)
+        return process, self.signature(model, self.settings.workdir, mode=mode)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,18 +124,34 @@ async def _m3_transcripts(db: aiosqlite.Connection) -> None:
     await db.execute("ALTER TABLE conversations ADD COLUMN transcript TEXT")
 
 
+async def _m4_permission_modes(db: aiosqlite.Connection) -> None:
+    await db.execute("CREATE TABLE permission_modes (key TEXT PRIMARY KEY, mode TEXT NOT NULL)")
+
+
 # Numbered migrations; applied names are kept in the `migrations` table. Append only.
 MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] = [
     ("m001_conversations", _m1_conversations),
     ("m002_ledger_and_preferences", _m2_ledger_and_preferences),
     ("m003_transcripts", _m3_transcripts),
+    ("m004_permission_modes", _m4_permission_modes),
 ]
 
 
 class SessionStore:
+    """The conversations, the ledger and the chats' preferences, in SQLite.
+
+    Conversations read are kept in memory (the most recent `CACHED` of them), so a warm turn
+    does not wait for the database before its prompt goes out; every write goes to the
+    database and updates or drops the copy. That is safe because one daemon owns a state
+    directory (`core.hygiene.StateLock`) and only the daemon writes conversations.
+    """
+
+    CACHED = 1024
+
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / DB_NAME
         self._db: aiosqlite.Connection | None = None
+        self._recent: OrderedDict[str, Conversation] = OrderedDict()
 
     async def open(self) -> None:
         try:
@@ -173,9 +190,22 @@ class SessionStore:
             await db.commit()
 
     async def get(self, key: str) -> Conversation | None:
+        if (cached := self._recent.get(key)) is not None:
+            self._recent.move_to_end(key)
+            return cached
         async with self.db.execute("SELECT * FROM conversations WHERE key = ?", (key,)) as cursor:
             row = await cursor.fetchone()
-        return Conversation.from_row(row) if row else None
+        if row is None:
+            return None
+        conversation = Conversation.from_row(row)
+        self._remember(conversation)
+        return conversation
+
+    def _remember(self, conversation: Conversation) -> None:
+        self._recent[conversation.key] = conversation
+        self._recent.move_to_end(conversation.key)
+        while len(self._recent) > self.CACHED:
+            self._recent.popitem(last=False)
 
     async def find_holding(self, history: Transcript) -> Conversation | None:
         """The most recent conversation whose session holds `history` (see `Transcript.holds`)."""
@@ -202,6 +232,7 @@ class SessionStore:
         """Remember that `key` now continues in `session_id`, and account for the turn in the same
         transaction. Called only after the CLI reported success."""
         now = time.time()
+        before = self._recent.pop(key, None)  # dropped first: a failed write leaves no stale copy
         if ledger is not None:
             await self._insert_turn(ledger)
         await self.db.execute(
@@ -217,8 +248,15 @@ class SessionStore:
             (key, session_id, model, workdir, head and head.key, head and head.dumps(), context, now, now),
         )
         await self.db.commit()
+        if before is not None:  # what the database now holds, without reading it back
+            self._remember(Conversation(
+                key, session_id, model, workdir, head.key if head else None, context, before.turns + 1,
+                before.created_at, now,
+                head,
+            ))  # fmt: skip
 
     async def forget(self, key: str) -> bool:
+        self._recent.pop(key, None)
         cursor = await self.db.execute("DELETE FROM conversations WHERE key = ?", (key,))
         await self.db.commit()
         return cursor.rowcount > 0
@@ -257,18 +295,32 @@ class SessionStore:
         return [UsageRow(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6]), float(r[7])) for r in rows]
 
     async def preferred_model(self, key: str) -> str | None:
-        async with self.db.execute("SELECT model FROM preferences WHERE key = ?", (key,)) as cursor:
-            row = await cursor.fetchone()
-        return row[0] if row else None
+        return await self._choice("preferences", "model", key)
 
     async def set_preferred_model(self, key: str, model: str | None) -> None:
-        if model is None:
-            await self.db.execute("DELETE FROM preferences WHERE key = ?", (key,))
+        await self._choose("preferences", "model", key, model)
+
+    async def permission_mode(self, key: str) -> str | None:
+        """The mode a conversation was set to (Telegram's /mode), if any."""
+        return await self._choice("permission_modes", "mode", key)
+
+    async def set_permission_mode(self, key: str, mode: str | None) -> None:
+        await self._choose("permission_modes", "mode", key, mode)
+
+    async def _choice(self, table: str, column: str, key: str) -> str | None:
+        """A conversation's choice kept in a `key -> column` table (names are ours, never a user's)."""
+        async with self.db.execute(f"SELECT {column} FROM {table} WHERE key = ?", (key,)) as cursor:
+            row = await cursor.fetchone()
+        return str(row[0]) if row else None
+
+    async def _choose(self, table: str, column: str, key: str, value: str | None) -> None:
+        """Set (or, with None, drop) a conversation's choice."""
+        if value is None:
+            await self.db.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
         else:
             await self.db.execute(
-                "INSERT INTO preferences (key, model) VALUES (?, ?)"
-                " ON CONFLICT(key) DO UPDATE SET model = excluded.model",
-                (key, model),
+                f"INSERT INTO {table} (key, {column}) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET {column} = ?",
+                (key, value, value),
             )
         await self.db.commit()
 

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any
 
 from core.answer import AnswerBuilder
+from core.approvals import Approvals, Decision, PermissionPrompt, control_error, permission_answer
 from core.capacity import ConversationLocks, Slots
 from core.client_tools import ClientTool
 from core.config import Settings
@@ -43,6 +44,7 @@ from core.events import (
     ApiError,
     ApiRetry,
     AssistantText,
+    ControlRequest,
     Event,
     MessageStart,
     NotJSON,
@@ -50,6 +52,7 @@ from core.events import (
     Result,
     SessionInit,
     StopReason,
+    TextDelta,
     ThinkingDelta,
     ToolResult,
     ToolStart,
@@ -62,6 +65,8 @@ from core.process import CLIProcess
 from core.store import Conversation, LedgerEntry, SessionStore
 from core.transcript import Transcript
 from core.turn_events import (
+    ApprovalDone,
+    ApprovalWaiting,
     ClientToolCall,
     ClientToolsPending,
     Finished,
@@ -97,6 +102,7 @@ class TurnRequest:
     context: str | None = None
     face: str = "http"
     tools: tuple[ClientTool, ...] = ()  # the client's own tools, offered to Claude over MCP
+    permission_mode: str = ""  # `ask` or one of the CLI's modes; empty: CLAUDE_PERMISSION_MODE
     # Wait for a CLI slot as long as it takes (in arrival order with every other turn) instead of QUEUE_WAIT:
     # for a face that keeps its user waiting anyway (a chat), not for an HTTP client that can retry.
     patient: bool = False
@@ -148,6 +154,7 @@ class TurnContext:
     slots: Slots
     locks: ConversationLocks
     launcher: Launcher
+    approvals: Approvals
     tracker: TurnTracker = field(default_factory=TurnTracker)
 
 
@@ -189,6 +196,7 @@ class Turn:
         self._usage_seen = Usage()  # of the main thread's API messages so far
         self._usage_reported = Usage()  # the part of it already reported to the client
         self._debug = context.settings.debug_enabled
+        self._asking: PermissionPrompt | None = None
 
     @property
     def model_answering(self) -> str:
@@ -278,13 +286,15 @@ class Turn:
             "parent_tool_use_id": None,
             "session_id": "",
         }
-        process, self.source = await launcher.process_for(self.key, self.model, resume, request.tools)
+        process, self.source = await launcher.process_for(
+            self.key, self.model, resume, request.tools, request.permission_mode
+        )
         self._process = process
         process.touch()
         if not await process.send(message) and self.source != "cold":
             # A warm process that died between turns: replace it with a cold --resume, unseen by the caller.
             await process.stop()
-            process = self._process = await launcher.start(self.model, resume, request.tools)
+            process = self._process = await launcher.start(self.model, resume, request.tools, request.permission_mode)
             self.source = "cold"
             await process.send(message)
 
@@ -328,13 +338,21 @@ class Turn:
                 for event in events:
                     if self._debug:
                         log.debug("cli_event conversation=%s event=%.300r", self.key, event)
+                    if isinstance(event, TextDelta):  # the hot path: most events are these
+                        if (delta := self.answer.feed(event)) is not None:
+                            self._first_text()
+                            yield delta
+                        continue
                     self._observe(event, process)
                     if isinstance(event, Result):
                         async for last in self._finish(event):
                             yield last
                         return
-                    async for shown in self._translate(event, process):
-                        yield shown
+                    if isinstance(event, ControlRequest):
+                        async for shown in self._control(event, process):
+                            yield shown
+                    elif (face_event := await self._translate(event, process)) is not None:
+                        yield face_event
         except ActivityTimeout as exc:
             exc.session_id = self.session_id
             self.outcome = "timeout"
@@ -349,29 +367,57 @@ class Turn:
         self.outcome = "failed"
         raise exit_error(code, process.stderr_tail, session_id=self.session_id)
 
-    async def _translate(self, event: Event, process: CLIProcess) -> AsyncIterator[TurnEvent]:
+    async def _translate(self, event: Event, process: CLIProcess) -> TurnEvent | None:
         """What the face sees of one CLI event: the main thread only, tools described, client calls apart."""
-        main = getattr(event, "parent_tool_use_id", None) is None
         if isinstance(event, ToolStart):
             call = await self._client_call(event, process)
             if call is not None:
-                yield call
-            elif main:
-                yield ToolActivity(event.name, self.last_tool)
-            return
-        if isinstance(event, ThinkingDelta) and main and event.text:
-            yield Reasoning(event.text)
-        elif isinstance(event, StopReason) and event.reason == "tool_use" and self._client_calls:
+                return call
+            return ToolActivity(event.name, self.last_tool) if event.parent_tool_use_id is None else None
+        if isinstance(event, ThinkingDelta):
+            return Reasoning(event.text) if event.parent_tool_use_id is None and event.text else None
+        if isinstance(event, StopReason) and event.reason == "tool_use" and self._client_calls:
             # Claude's message is complete: hand its client calls to the client, and wait. A turn
             # waiting for a client is not running: its slot is free until `continue_with`.
             self.awaiting_client = tuple(self._client_calls)
             self._client_calls.clear()
             self._free_slot()
-            yield ClientToolsPending(self.awaiting_client, self._unreported(self._usage_seen))
-            process.touch()  # the client took its time; that was not the CLI's silence
-        elif (delta := self.answer.feed(event)) is not None:
+            process.touch()  # from now on, the client takes its time; that is not the CLI's silence
+            return ClientToolsPending(self.awaiting_client, self._unreported(self._usage_seen))
+        if (delta := self.answer.feed(event)) is not None:  # whole blocks, when the CLI did not stream
             self._first_text()
-            yield delta
+        return delta
+
+    async def _control(self, request: ControlRequest, process: CLIProcess) -> AsyncIterator[TurnEvent]:
+        """Answer the CLI's control request: a permission prompt goes to a person (see `core.approvals`)."""
+        if request.subtype != "can_use_tool":
+            log.warning("control_request_unsupported conversation=%s subtype=%s", self.key, request.subtype)
+            await process.send(control_error(request.request_id, f"unsupported control request: {request.subtype}"))
+            return
+        body, approvals = request.body, self._ctx.approvals
+        tool = str(body.get("tool_name") or "")
+        tool_input: dict[str, Any] = body["input"] if isinstance(body.get("input"), dict) else {}
+        suggestions = tuple(s for s in body.get("permission_suggestions") or () if isinstance(s, dict))
+        prompt = PermissionPrompt(
+            approvals.new_id(), self.key, self.request.face, tool, tool_input, str(body.get("description") or ""),
+            suggestions,
+        )  # fmt: skip
+        self._asking = prompt
+        yield ApprovalWaiting(prompt, describe_tool(tool, tool_input))
+        try:
+            decision = await approvals.ask(prompt)
+        finally:
+            self._asking = None
+        if self._cancel_reason is not None and decision.allow:
+            decision = Decision(False, "stop", f"The turn was stopped: {self._cancel_reason.value}")
+        process.touch()  # a person took their time; that was not the CLI's silence
+        await process.send(permission_answer(request.request_id, prompt, decision))
+        yield ApprovalDone(prompt, decision)
+
+    @property
+    def asking(self) -> PermissionPrompt | None:
+        """The permission prompt the turn waits on, if any."""
+        return self._asking
 
     def _first_text(self) -> None:
         if self.first_token_after is None:
@@ -511,6 +557,10 @@ class Turn:
         if self._cancel_reason is not None:
             return
         self._cancel_reason = reason
+        if self._asking is not None:  # a person was asked: the question is withdrawn
+            self._ctx.approvals.decide(
+                self._asking.id, Decision(False, "stop", f"The turn was stopped: {reason.value}")
+            )
         process = self._process
         if process is None:
             return
@@ -602,7 +652,9 @@ class Turn:
         if not recorded or not session_id:
             self._ctx.tracker.background(process.stop())
             return
-        self._ctx.launcher.keep(self.key, process, session_id, self.model, self.request.tools)
+        self._ctx.launcher.keep(
+            self.key, process, session_id, self.model, self.request.tools, self.request.permission_mode
+        )
 
     async def _end(self, process: CLIProcess) -> None:
         if self.result is not None and process.alive:

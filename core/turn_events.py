@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.approvals import Decision, PermissionPrompt
 from core.events import Usage
 
 
@@ -57,6 +58,20 @@ class ClientToolsPending:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalWaiting:
+    """The turn waits for a person to approve a tool (shown by the approving face, see `core.approvals`)."""
+
+    prompt: PermissionPrompt
+    description: str  # the tool call, described for people
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalDone:
+    prompt: PermissionPrompt
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     """The turn's last event: it succeeded, and its session is recorded."""
 
@@ -67,4 +82,13 @@ class Finished:
     truncated: bool  # a limit (output tokens, max turns) cut the answer short
 
 
-TurnEvent = AnswerDelta | Reasoning | ToolActivity | ClientToolCall | ClientToolsPending | Finished
+TurnEvent = (
+    AnswerDelta
+    | Reasoning
+    | ToolActivity
+    | ClientToolCall
+    | ClientToolsPending
+    | ApprovalWaiting
+    | ApprovalDone
+    | Finished
+)

@@ -13,6 +13,8 @@ from pydantic import ValidationError
 
 from core import (
     AnswerDelta,
+    ApprovalDone,
+    ApprovalWaiting,
     ClientToolCall,
     ClientToolsPending,
     EngineError,
@@ -128,6 +130,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         context=plan.context,
         face="http",
         tools=plan.tools,
+        permission_mode=settings.proxy_permission_mode,
     )
     stack = AsyncExitStack()
     turn = await stack.enter_async_context(get_engine(request).turn(turn_request))  # fails before anything is sent
@@ -168,6 +171,10 @@ async def _run(
                         break
                     elif isinstance(event, ToolActivity):
                         await writer.progress(event.description)
+                    elif isinstance(event, ApprovalWaiting):
+                        await writer.progress(f"🔐 waiting for approval in Telegram: {event.description}")
+                    elif isinstance(event, ApprovalDone):
+                        await writer.progress("✅ approved" if event.decision.allow else "❌ not approved")
                     elif isinstance(event, Reasoning):
                         await writer.thinking(event.text)
                     elif isinstance(event, Finished):

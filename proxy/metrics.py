@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from core import Engine, Turn
+from core import Decision, Engine, PermissionPrompt, Turn
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 _DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -53,7 +53,12 @@ class Metrics:
         )
         self.cost = Counter("claude_max_cost_usd", "Cost in USD by model, as the CLI reports it", ["model"],
                             registry=self.registry)  # fmt: skip
+        self.permissions = Counter(
+            "claude_max_permission_prompts", "Permission prompts by face and decision (allow, always, deny)",
+            ["face", "decision"], registry=self.registry,
+        )  # fmt: skip
         self.registry.register(_EngineGauges(engine))
+        engine.approvals.on_decided(self._decided)
         engine.on_turn_end(self._turn_ended)
 
     async def _turn_ended(self, turn: Turn, error: BaseException | None) -> None:
@@ -69,6 +74,9 @@ class Metrics:
             self.tokens.labels(model, "completion").inc(usage.output_tokens)
             self.tokens.labels(model, "cached").inc(usage.cache_read_tokens)
             self.cost.labels(model).inc(turn.cost_usd)
+
+    def _decided(self, prompt: PermissionPrompt, decision: Decision) -> None:
+        self.permissions.labels(prompt.face, decision.verdict).inc()
 
     def count_request(self, request: web.Request, status: int) -> None:
         resource = request.match_info.route.resource

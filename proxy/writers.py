@@ -237,6 +237,9 @@ class SSEWriter(Writer):
             if self.finished or turn.awaiting_client:
                 continue
             if time.monotonic() - self.last_write >= every:
+                if turn.asking is not None:
+                    await self.progress(f"… waiting for approval in Telegram ({turn.asking.tool})")
+                    continue
                 last_tool = turn.last_tool or last_tool
                 doing = f"; last: {last_tool}" if last_tool else ""
                 await self.progress(f"… still working ({format_duration(turn.elapsed)}{doing})")

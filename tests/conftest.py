@@ -20,10 +20,11 @@ import openai
 import pytest
 from aiohttp import web
 
-from claude_max.daemon import compose
+from claude_max.daemon import BOT, compose
 from core.config import Settings
 from core.engine import Engine
 from proxy.keys import ENGINE
+from tests.fake_telegram import TOKEN, FakeTelegram
 from tests.mock_anthropic import MockAnthropic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,3 +228,32 @@ def empty_env(folder: Path) -> Path:
     path = folder / "empty.env"
     path.touch()
     return path
+
+
+TELEGRAM_USER = 111
+
+
+@pytest.fixture
+async def telegram() -> FakeTelegram:
+    fake = FakeTelegram()
+    await fake.start()
+    yield fake  # type: ignore[misc]
+    await fake.stop()
+
+
+@pytest.fixture
+def start_bot(telegram: FakeTelegram, start_daemon: Callable[..., object]) -> Callable[..., object]:
+    async def start(**overrides: object) -> Daemon:
+        values: dict[str, object] = {
+            "telegram_bot_token": TOKEN,
+            "telegram_api_url": telegram.root,
+            "telegram_allowed_users": str(TELEGRAM_USER),
+            "telegram_edit_interval": 0.5,
+            "telegram_permission_mode": "bypassPermissions",  # the permission tests set `ask` themselves
+        }
+        values.update(overrides)
+        daemon: Daemon = await start_daemon(**values)  # type: ignore[assignment]
+        assert daemon.app[BOT].started
+        return daemon
+
+    return start

@@ -6,6 +6,7 @@ The reply is chosen by directives in the newest user text of the request:
 - ``USE_TOOL``: a Bash ``echo hi`` tool call first, then ``Tool said: <output>``
 - ``SLEEP_TOOL``: a Bash tool call that sleeps 300 s in python3 (to test killing tool children)
 - ``SLOW_TOOL``: a Bash tool call that takes 2 s, then prints ``hi``
+- ``TOUCH_TOOL``: a Bash ``touch mock_created.txt`` (one that needs approval outside bypassPermissions)
 - ``ERR429`` / ``ERR500`` / ``ERR401`` / ``ERR400`` / ``ERR529``: that HTTP error
 - ``HANG``: accept the request and never answer
 - ``STALL``: start the stream, send one delta, then never finish
@@ -202,9 +203,11 @@ class MockAnthropic:
         elif "CALL_CLIENT" in text:
             blocks += client_tool_calls(text, body)
             stop_reason = "tool_use"
-        elif "USE_TOOL" in text or "SLEEP_TOOL" in text or "SLOW_TOOL" in text:
+        elif "USE_TOOL" in text or "SLEEP_TOOL" in text or "SLOW_TOOL" in text or "TOUCH_TOOL" in text:
             command = "echo hi"
-            if "SLEEP_TOOL" in text:
+            if "TOUCH_TOOL" in text:
+                command = "touch mock_created.txt"
+            elif "SLEEP_TOOL" in text:
                 command = 'python3 -c "import time; time.sleep(300)"'
             elif "SLOW_TOOL" in text:
                 command = "python3 -c \"import time; time.sleep(2); print('hi')\""

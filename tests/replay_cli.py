@@ -6,7 +6,10 @@ next scripted turn on stdout, the process stays up for the next message, and an 
 JSON file named by REPLAY_SCRIPT: {"turns": [turn, ...]}, where a turn is the name of a
 fixture, or a list of stream-json objects. Two pseudo-lines direct the replay:
 {"replay": "hang"} waits until interrupted (or stdin ends), {"replay": "sleep", "seconds": s}
-pauses. Turns are taken in order by every process of one test (a counter beside the
+pauses. A `control_request` line is followed by a wait for the host's `control_response`, as the
+CLI waits for a permission decision. Every message read from stdin is appended to the file
+REPLAY_SCRIPT + ".stdin" (one JSON per line), for the tests to see what the daemon answered.
+Turns are taken in order by every process of one test (a counter beside the
 script), so a conversation's second turn, warm or cold, gets the second turn of the script.
 Every line's session id is this process's: the one it resumes, or a new one.
 
@@ -59,9 +62,13 @@ def main() -> int:
     script = Path(os.environ["REPLAY_SCRIPT"])
     inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
 
+    received = script.with_suffix(".stdin")
+
     def read_stdin() -> None:
         for line in sys.stdin:
             if line.strip():
+                with open(received, "a") as log:
+                    log.write(line if line.endswith("\n") else line + "\n")
                 inbox.put(json.loads(line))
         inbox.put(None)
 
@@ -93,6 +100,12 @@ def main() -> int:
                     return 0
                 interrupted(pending)
                 break
+            elif line.get("type") == "control_request":
+                emit(line)
+                while (answer := inbox.get()) is not None and answer.get("type") != "control_response":
+                    pass
+                if answer is None:
+                    return 0
             elif line.get("type") != "control_response":
                 emit(line)
     return 0

@@ -25,31 +25,6 @@ STATUS_PREFIXES = ("⏳", "✅", "⏹ Stopped ·", "⏱ Timed out", "⚠️ Fail
 
 
 @pytest.fixture
-async def telegram() -> FakeTelegram:
-    fake = FakeTelegram()
-    await fake.start()
-    yield fake  # type: ignore[misc]
-    await fake.stop()
-
-
-@pytest.fixture
-def start_bot(telegram: FakeTelegram, start_daemon: Callable[..., object]) -> Callable[..., object]:
-    async def start(**overrides: object) -> Daemon:
-        values: dict[str, object] = {
-            "telegram_bot_token": TOKEN,
-            "telegram_api_url": telegram.root,
-            "telegram_allowed_users": str(USER),
-            "telegram_edit_interval": 0.5,
-        }
-        values.update(overrides)
-        daemon: Daemon = await start_daemon(**values)  # type: ignore[assignment]
-        assert daemon.app[BOT].started
-        return daemon
-
-    return start
-
-
-@pytest.fixture
 async def bot(start_bot: Callable[..., object]) -> Daemon:
     return await start_bot()  # type: ignore[misc]
 
@@ -87,7 +62,15 @@ async def test_multi_turn_conversation_with_live_progress(
     bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic
 ) -> None:
     commands = telegram.calls_of("setMyCommands")
-    assert [c["command"] for c in commands[0].params["commands"]] == ["new", "stop", "status", "model", "help", "start"]
+    assert [c["command"] for c in commands[0].params["commands"]] == [
+        "new",
+        "stop",
+        "status",
+        "model",
+        "mode",
+        "help",
+        "start",
+    ]
 
     telegram.user_sends("my name is Ada")
     await wait_answer(telegram, "MOCK reply to: my name is Ada")

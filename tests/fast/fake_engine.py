@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core import (
+    Approvals,
     CancelReason,
     ClientToolCall,
     ClientToolsPending,
@@ -72,6 +73,7 @@ class FakeTurn:
     _resumed: asyncio.Event = field(default_factory=asyncio.Event)
 
     model_answering = "claude-fake-1"
+    asking = None
 
     @property
     def model_label(self) -> str:
@@ -157,6 +159,7 @@ class FakeEngine:
         self.turns: set[FakeTurn] = set()
         self.listeners: list[Callable[[Any, BaseException | None], Awaitable[None]]] = []
         self.pool = FakePool()
+        self.approvals = Approvals(600)
         self.waiting = 0
 
     @classmethod

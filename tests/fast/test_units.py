@@ -246,6 +246,25 @@ async def test_store_records_and_finds(tmp_path: Path) -> None:
     await reopened.close()
 
 
+async def test_the_stores_memory_of_a_conversation_is_what_the_database_holds(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    await store.open()
+    first = Transcript("scope", (Exchange(("u1",), "a1"),))
+    await store.record("k1", session_id="s1", model="sonnet", workdir="/w", head=first, context=None)
+    assert (await store.get("k1")).turns == 1  # type: ignore[union-attr]  # read once, then kept
+    for n, session in enumerate(("s2", "s3"), start=2):
+        await store.record("k1", session_id=session, model="opus", workdir="/w", head=first.then(["u"], session),
+                           context="c")  # fmt: skip
+        remembered = await store.get("k1")
+        assert remembered is not None and (remembered.session_id, remembered.turns) == (session, n)
+    reader = SessionStore(tmp_path)
+    await reader.open()
+    assert await reader.get("k1") == remembered, "field for field what a fresh read finds"
+    await reader.close()
+    assert await store.forget("k1") and await store.get("k1") is None
+    await store.close()
+
+
 async def test_store_refuses_a_corrupt_file(tmp_path: Path) -> None:
     (tmp_path / "sessions.sqlite3").write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError) as caught:
@@ -315,3 +334,28 @@ def test_doctor_reads_is_sandbox_as_the_cli_will(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("IS_SANDBOX", "yes")
     refused = check_permissions(load_settings(_env_file=env_file))
     assert not refused.ok and "'yes' is not 1" in refused.detail, "the CLI accepts only 1"
+    asking = check_permissions(load_settings(_env_file=env_file, proxy_permission_mode="ask"))
+    assert asking.ok, "as root, a face that asks is not refused"
+
+
+def test_face_modes_fall_back_to_claude_permission_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CLAUDE_PERMISSION_MODE", "TELEGRAM_PERMISSION_MODE", "PROXY_PERMISSION_MODE"):
+        monkeypatch.delenv(name, raising=False)
+    defaults = load_settings(_env_file=None)
+    assert (defaults.telegram_permission_mode, defaults.proxy_permission_mode) == ("ask", "bypassPermissions")
+    monkeypatch.setenv("CLAUDE_PERMISSION_MODE", "acceptEdits")
+    chosen = load_settings(_env_file=None)
+    assert (chosen.telegram_permission_mode, chosen.proxy_permission_mode) == ("acceptEdits", "acceptEdits")
+    monkeypatch.setenv("TELEGRAM_PERMISSION_MODE", "ask")
+    assert load_settings(_env_file=None).telegram_permission_mode == "ask", "a face's own setting wins"
+    with pytest.raises(SettingsError, match="PROXY_PERMISSION_MODE"):
+        load_settings(_env_file=None, proxy_permission_mode="yolo")
+
+
+def test_doctor_warns_that_http_prompts_have_nobody_to_ask() -> None:
+    from core.doctor import check_approvals
+
+    alone = check_approvals(load_settings(_env_file=None, proxy_permission_mode="ask"))
+    assert not alone.ok and not alone.fatal and "TELEGRAM_NOTIFY_ID" in alone.fix
+    paired = load_settings(_env_file=None, proxy_permission_mode="ask", telegram_bot_token="1:x", telegram_notify_id=5)
+    assert check_approvals(paired).ok
