@@ -228,6 +228,10 @@ class ClaudeBot:
         message = update.effective_message
         if message is None or not (message.text or "").strip():
             return
+        chat = update.effective_chat
+        if chat is not None and await self.desk.typed(chat.id, message.text or "", update.effective_user):
+            await self._reply(update, "✍️ Got it: that goes to Claude with the prompt.")
+            return
         await self._queue(update, message.text or "")
 
     async def _file(self, update: Update, context: Context) -> None:
@@ -278,7 +282,7 @@ class ClaudeBot:
         query = update.callback_query
         assert query is not None
         if (query.data or "").startswith(f"{APPROVAL_PREFIX}:"):
-            toast = self.desk.press(query.data or "", update.effective_user)
+            toast = await self.desk.press(query.data or "", update.effective_user)
             await send("answer_callback", lambda: query.answer(toast))
             return
         if query.data != STOP_DATA:

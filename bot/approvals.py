@@ -4,17 +4,24 @@ The bot registers this desk with the engine's `Approvals`. A Telegram turn's pro
 its own chat; an HTTP turn's to TELEGRAM_NOTIFY_ID (none set: denied at once, saying how to
 enable approvals). A press is taken only from an allowed user (the bot's gate) and only for
 a prompt still pending; afterwards the message says what was decided and by whom.
+
+Two tools are questions rather than permissions: Claude's `AskUserQuestion` shows each
+question with its options as buttons (and "Other", a typed answer), and the answers go back
+in the tool's input; `ExitPlanMode` shows the plan with Approve / Keep planning. "Deny with
+a reason" takes the next message typed in the chat as what Claude is told.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
-from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, User
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, MessageEntity, User
 
 from bot.calls import send
+from bot.render import render
 from core import Approvals, Decision, PermissionPrompt, Settings
 
 log = logging.getLogger("bot.approvals")
@@ -25,7 +32,8 @@ NO_NOTIFY_CHAT = (
     "Nobody can approve this: HTTP turns are approved in Telegram's TELEGRAM_NOTIFY_ID chat, and none is set "
     "(set it, or PROXY_PERMISSION_MODE to a mode that does not ask)."
 )
-_CHOICES = {"a": "allow", "A": "always", "d": "deny"}
+QUESTION_TOOL = "AskUserQuestion"  # the CLI's tool for asking the user; its answers go back in the input
+PLAN_TOOL = "ExitPlanMode"  # Claude's plan, for approval before it leaves plan mode
 
 
 def _cut(text: str, limit: int = SHOWN_CHARS) -> str:
@@ -65,27 +73,113 @@ def what_would_run(tool: str, tool_input: dict[str, Any]) -> str:
     return f"Use {tool}:\n{_cut(json.dumps(tool_input, ensure_ascii=False, indent=1))}"
 
 
-def prompt_text(prompt: PermissionPrompt) -> str:
-    origin = "" if prompt.face == "telegram" else f"\n\nFrom an HTTP client, conversation {prompt.key}."
-    return f"🔐 Claude Code asks to use {prompt.tool}.\n\n{what_would_run(prompt.tool, prompt.input)}{origin}"
+def _questions(prompt: PermissionPrompt) -> list[dict[str, Any]]:
+    questions = prompt.input.get("questions")
+    return [q for q in questions if isinstance(q, dict)] if isinstance(questions, list) else []
 
 
-def keyboard(prompt: PermissionPrompt) -> InlineKeyboardMarkup:
-    buttons = [InlineKeyboardButton("✅ Allow", callback_data=f"{PREFIX}:{prompt.id}:a")]
-    if prompt.suggestions:
-        buttons.append(InlineKeyboardButton("♾ Always allow", callback_data=f"{PREFIX}:{prompt.id}:A"))
-    buttons.append(InlineKeyboardButton("❌ Deny", callback_data=f"{PREFIX}:{prompt.id}:d"))
-    return InlineKeyboardMarkup([buttons])
+def _options(question: dict[str, Any]) -> list[str]:
+    options: list[Any] = question["options"] if isinstance(question.get("options"), list) else []
+    return [str(o.get("label") or "") for o in options if isinstance(o, dict)]
 
 
-def verdict(decision: Decision) -> str:
-    if decision.allow:
-        return f"{'♾ Always allowed' if decision.always else '✅ Allowed'} by {decision.by}."
+@dataclass
+class Shown:
+    """A prompt on screen, and what the person has chosen so far."""
+
+    prompt: PermissionPrompt
+    chat: int
+    message_id: int = 0
+    text: str = ""
+    entities: tuple[MessageEntity, ...] = ()
+    question: int = 0  # of AskUserQuestion's questions, the one shown
+    answers: dict[str, str] = field(default_factory=dict)
+    picked: list[str] = field(default_factory=list)  # options ticked of a multiple-choice question
+
+    @property
+    def kind(self) -> str:
+        return {QUESTION_TOOL: "question", PLAN_TOOL: "plan"}.get(self.prompt.tool, "tool")
+
+    def data(self, action: str) -> str:
+        return f"{PREFIX}:{self.prompt.id}:{action}"
+
+    def body(self) -> tuple[str, tuple[MessageEntity, ...]]:
+        prompt, origin = self.prompt, ""
+        if prompt.face != "telegram":
+            origin = f"\n\nFrom an HTTP client, conversation {prompt.key}."
+        if self.kind == "question":
+            questions = _questions(prompt)
+            question = questions[self.question] if self.question < len(questions) else {}
+            count = f" ({self.question + 1} of {len(questions)})" if len(questions) > 1 else ""
+            lines = [f"❓ Claude asks{count}:", "", _cut(str(question.get("question") or ""), 1000)]
+            for option in question.get("options") or ():
+                if isinstance(option, dict):
+                    label, about = str(option.get("label") or ""), str(option.get("description") or "")
+                    lines.append(f"• {_cut(label, 100)}: {_cut(about, 300)}")
+            return "\n".join(lines) + origin, ()
+        if self.kind == "plan":
+            chunks = render(str(prompt.input.get("plan") or ""), limit=SHOWN_CHARS)
+            head = "📋 Claude's plan, for your approval:\n\n"
+            if not chunks:
+                return head + "(empty)" + origin, ()
+            offset = len(head.encode("utf-16-le")) // 2
+            entities = tuple(
+                MessageEntity(e.type, e.offset + offset, e.length, url=e.url, language=e.language)
+                for e in chunks[0].entities
+            )
+            more = "\n… (the rest of the plan is not shown)" if len(chunks) > 1 else ""
+            return head + chunks[0].text + more + origin, entities
+        return f"🔐 Claude Code asks to use {prompt.tool}.\n\n{what_would_run(prompt.tool, prompt.input)}{origin}", ()
+
+    def keyboard(self) -> InlineKeyboardMarkup:
+        if self.kind == "question":
+            questions = _questions(self.prompt)
+            question = questions[self.question] if self.question < len(questions) else {}
+            multiple = bool(question.get("multiSelect"))
+            rows = [
+                [
+                    InlineKeyboardButton(
+                        ("☑️ " if label in self.picked else "") + label[:60], callback_data=self.data(f"o{i}")
+                    )
+                ]
+                for i, label in enumerate(_options(question))
+            ]
+            last = [InlineKeyboardButton("✍️ Other (type it)", callback_data=self.data("t"))]
+            if multiple:
+                last.insert(0, InlineKeyboardButton("✅ Done", callback_data=self.data("s")))
+            last.append(InlineKeyboardButton("Skip", callback_data=self.data("d")))
+            return InlineKeyboardMarkup([*rows, last])
+        if self.kind == "plan":
+            return InlineKeyboardMarkup([[
+                InlineKeyboardButton("✅ Approve", callback_data=self.data("a")),
+                InlineKeyboardButton("✏️ Keep planning", callback_data=self.data("d")),
+            ]])  # fmt: skip
+        buttons = [InlineKeyboardButton("✅ Allow", callback_data=self.data("a"))]
+        if self.prompt.suggestions:
+            buttons.append(InlineKeyboardButton("♾ Always allow", callback_data=self.data("A")))
+        buttons.append(InlineKeyboardButton("❌ Deny", callback_data=self.data("d")))
+        return InlineKeyboardMarkup(
+            [buttons, [InlineKeyboardButton("💬 Deny with a reason", callback_data=self.data("r"))]]
+        )
+
+
+def verdict(shown: Shown, decision: Decision) -> str:
     if decision.by == "timeout":
         return f"⏱ Denied: {decision.message}"
     if decision.by == "stop":
         return f"⏹ Withdrawn: {decision.message}"
-    return f"❌ Denied by {decision.by}."
+    if shown.kind == "question":
+        if not decision.allow:
+            return f"Skipped by {decision.by}."
+        return "\n".join(f"✅ {q}: {a}" for q, a in shown.answers.items()) + f"\n(answered by {decision.by})"
+    if shown.kind == "plan":
+        return f"✅ Approved by {decision.by}." if decision.allow else f"✏️ {decision.by} asked to keep planning."
+    if decision.allow:
+        return f"{'♾ Always allowed' if decision.always else '✅ Allowed'} by {decision.by}."
+    message = decision.message or f"Denied by {decision.by}."
+    if message.startswith(f"Denied by {decision.by}"):  # a reason typed by the person reads "Denied by X: why"
+        return f"❌ {message}"
+    return f"❌ Denied by {decision.by}: {message}"
 
 
 def person(user: User | None) -> str:
@@ -99,7 +193,8 @@ class ApprovalDesk:
         self._bot = bot
         self._approvals = approvals
         self._settings = settings
-        self._shown: dict[str, tuple[int, int, str]] = {}  # prompt id -> (chat, message id, text)
+        self._shown: dict[str, Shown] = {}
+        self._typing: dict[int, tuple[str, str]] = {}  # chat -> (prompt id, "other" or "reason"): the next text
 
     def chat_for(self, prompt: PermissionPrompt) -> int | None:
         if prompt.face == "telegram" and prompt.key.startswith("tg:"):
@@ -111,42 +206,123 @@ class ApprovalDesk:
         if chat is None:
             self._approvals.decide(prompt.id, Decision(False, "no approver", NO_NOTIFY_CHAT))
             return
-        text = prompt_text(prompt)
+        shown = Shown(prompt, chat)
+        shown.text, shown.entities = shown.body()
         message = await send(
-            "permission_prompt", lambda: self._bot.send_message(chat, text, reply_markup=keyboard(prompt))
+            "permission_prompt",
+            lambda: self._bot.send_message(
+                chat, shown.text, entities=shown.entities or None, reply_markup=shown.keyboard()
+            ),
         )
         if message is None:
             self._approvals.decide(prompt.id, Decision(False, "error", "The approval prompt could not be shown."))
             return
-        self._shown[prompt.id] = (chat, message.message_id, text)
+        shown.message_id = message.message_id
+        self._shown[prompt.id] = shown
 
     async def resolved(self, prompt: PermissionPrompt, decision: Decision) -> None:
         shown = self._shown.pop(prompt.id, None)
+        for chat, (waiting, _) in list(self._typing.items()):
+            if waiting == prompt.id:
+                del self._typing[chat]
         if shown is None:
             return
-        chat, message_id, text = shown
+        final = f"{shown.text}\n\n{verdict(shown, decision)}"
         await send(
             "permission_decided",
-            lambda: self._bot.edit_message_text(f"{text}\n\n{verdict(decision)}", chat, message_id),
+            lambda: self._bot.edit_message_text(final, shown.chat, shown.message_id, entities=shown.entities or None),
         )
         if decision.by == "timeout":
             await send(
                 "permission_timeout",
                 lambda: self._bot.send_message(
-                    chat, f"⏱ Nobody answered the prompt for {prompt.tool}: denied.", reply_to_message_id=message_id,
-                    allow_sending_without_reply=True,
+                    shown.chat, f"⏱ Nobody answered the prompt for {prompt.tool}: denied.",
+                    reply_to_message_id=shown.message_id, allow_sending_without_reply=True,
                 ),
             )  # fmt: skip
 
-    def press(self, data: str, user: User | None) -> str:
+    async def press(self, data: str, user: User | None) -> str:
         """A button of a prompt was pressed; the toast to show."""
         _, _, rest = data.partition(":")
-        prompt_id, _, choice = rest.partition(":")
-        action = _CHOICES.get(choice)
-        if action is None or self._approvals.pending(prompt_id) is None:
+        prompt_id, _, action = rest.partition(":")
+        shown = self._shown.get(prompt_id)
+        if shown is None or self._approvals.pending(prompt_id) is None:
             return "This prompt is no longer waiting."
         who = person(user)
-        decision = Decision(action != "deny", who, "" if action != "deny" else f"Denied by {who}.", action == "always")
-        if not self._approvals.decide(prompt_id, decision):
+        if action in ("a", "A"):
+            return self._decide(
+                shown, Decision(True, who, always=action == "A"), "Always allowed" if action == "A" else "Allowed"
+            )
+        if action == "d":
+            message = {"question": f"{who} skipped the question.", "plan": f"{who} wants to keep planning."}
+            return self._decide(shown, Decision(False, who, message.get(shown.kind, f"Denied by {who}.")), "Done")
+        if action in ("r", "t"):
+            self._typing[shown.chat] = (prompt_id, "reason" if action == "r" else "other")
+            what = "why (Claude will read it)" if action == "r" else "your answer"
+            await send(
+                "permission_typing", lambda: self._bot.send_message(shown.chat, f"✍️ Send {what} as your next message.")
+            )
+            return "Type it in the chat"
+        if shown.kind == "question" and ((action.startswith("o") and action[1:].isdigit()) or action == "s"):
+            return await self._choose(shown, action, who)
+        return "This button is not understood."
+
+    async def _choose(self, shown: Shown, action: str, who: str) -> str:
+        questions = _questions(shown.prompt)
+        question = questions[shown.question] if shown.question < len(questions) else {}
+        options = _options(question)
+        if action == "s":
+            if not shown.picked:
+                return "Pick at least one option first"
+            return await self._answer(shown, ", ".join(shown.picked), who)
+        index = int(action[1:])
+        if index >= len(options):
+            return "This button is not understood."
+        label = options[index]
+        if not question.get("multiSelect"):
+            return await self._answer(shown, label, who)
+        shown.picked.remove(label) if label in shown.picked else shown.picked.append(label)
+        await self._redraw(shown)
+        return f"{'Picked' if label in shown.picked else 'Unpicked'}: {label}"[:190]
+
+    async def _answer(self, shown: Shown, answer: str, who: str) -> str:
+        """One question answered: the next one, or, after the last, the answers go to Claude."""
+        questions = _questions(shown.prompt)
+        question = questions[shown.question] if shown.question < len(questions) else {}
+        shown.answers[str(question.get("question") or "")] = answer
+        shown.question, shown.picked = shown.question + 1, []
+        if shown.question < len(questions):
+            shown.text, shown.entities = shown.body()
+            await self._redraw(shown)
+            return "Next question"
+        updated = {**shown.prompt.input, "answers": dict(shown.answers)}
+        return self._decide(shown, Decision(True, who, updated_input=updated), "Answered")
+
+    async def _redraw(self, shown: Shown) -> None:
+        await send(
+            "permission_redraw",
+            lambda: self._bot.edit_message_text(
+                shown.text, shown.chat, shown.message_id, entities=shown.entities or None, reply_markup=shown.keyboard()
+            ),
+        )
+
+    def _decide(self, shown: Shown, decision: Decision, toast: str) -> str:
+        if not self._approvals.decide(shown.prompt.id, decision):
             return "This prompt is no longer waiting."
-        return {"allow": "Allowed", "always": "Always allowed", "deny": "Denied"}[action]
+        return toast
+
+    async def typed(self, chat: int, text: str, user: User | None) -> bool:
+        """A message typed in a chat; True when it answered a prompt (a reason, or an "Other" answer)."""
+        waiting = self._typing.pop(chat, None)
+        if waiting is None:
+            return False
+        prompt_id, kind = waiting
+        shown = self._shown.get(prompt_id)
+        if shown is None or self._approvals.pending(prompt_id) is None:
+            return False  # the prompt ended meanwhile: the message is an ordinary one
+        who = person(user)
+        if kind == "reason":
+            self._decide(shown, Decision(False, who, f"Denied by {who}: {text}"), "")
+        else:
+            await self._answer(shown, text, who)
+        return True

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,7 +27,6 @@ NO_APPROVER = (
     "Nobody can approve this here: the daemon has no Telegram bot with a chat to ask "
     "(set TELEGRAM_BOT_TOKEN and TELEGRAM_NOTIFY_ID, or choose another permission mode)."
 )
-_ids = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,16 @@ def permission_answer(request_id: str, prompt: PermissionPrompt, decision: Decis
     }
 
 
+def changes_mode(prompt: PermissionPrompt, decision: Decision) -> bool:
+    """Whether the CLI leaves the permission mode it was started in once it has this answer: an approved
+    plan ends plan mode; an "always" that applies a `setMode` suggestion switches modes."""
+    if not decision.allow:
+        return False
+    if prompt.tool == "ExitPlanMode":
+        return True
+    return decision.always and any(s.get("type") == "setMode" for s in prompt.suggestions)
+
+
 def control_error(request_id: str, error: str) -> dict[str, Any]:
     return {"type": "control_response", "response": {"subtype": "error", "request_id": request_id, "error": error}}
 
@@ -89,6 +99,10 @@ class Approvals:
         self._resolved: Resolved | None = None
         self._pending: dict[str, tuple[PermissionPrompt, asyncio.Future[Decision]]] = {}
         self._watchers: list[Callable[[PermissionPrompt, Decision], None]] = []
+        # Prompt ids carry this daemon's own prefix: a button pressed on a prompt of an earlier run (the
+        # message outlives a restart) can never answer a prompt of this one.
+        self._prefix = secrets.token_hex(3)
+        self._ids = itertools.count(1)
 
     def register(self, approver: Approver, resolved: Resolved) -> None:
         """A face that can ask a person: `approver(prompt)` shows a prompt, `resolved(prompt, decision)` is
@@ -104,7 +118,7 @@ class Approvals:
         return self._approver is not None
 
     def new_id(self) -> str:
-        return f"p{next(_ids)}"
+        return f"{self._prefix}{next(self._ids)}"
 
     def pending(self, prompt_id: str) -> PermissionPrompt | None:
         entry = self._pending.get(prompt_id)

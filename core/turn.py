@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import Any
 
 from core.answer import AnswerBuilder
-from core.approvals import Approvals, Decision, PermissionPrompt, control_error, permission_answer
+from core.approvals import Approvals, Decision, PermissionPrompt, changes_mode, control_error, permission_answer
 from core.capacity import ConversationLocks, Slots
 from core.client_tools import ClientTool
 from core.config import Settings
@@ -197,6 +197,7 @@ class Turn:
         self._usage_reported = Usage()  # the part of it already reported to the client
         self._debug = context.settings.debug_enabled
         self._asking: PermissionPrompt | None = None
+        self._mode_changed = False  # a decision moved the CLI out of the mode its process was started in
 
     @property
     def model_answering(self) -> str:
@@ -412,6 +413,7 @@ class Turn:
             decision = Decision(False, "stop", f"The turn was stopped: {self._cancel_reason.value}")
         process.touch()  # a person took their time; that was not the CLI's silence
         await process.send(permission_answer(request.request_id, prompt, decision))
+        self._mode_changed = self._mode_changed or changes_mode(prompt, decision)
         yield ApprovalDone(prompt, decision)
 
     @property
@@ -619,8 +621,8 @@ class Turn:
 
     async def _settle(self, process: CLIProcess, error: BaseException | None) -> bool:
         """Whether the process ended its turn cleanly and may serve the next one."""
-        if not self._ctx.launcher.keeps_warm or not process.alive:
-            return False
+        if not self._ctx.launcher.keeps_warm or not process.alive or self._mode_changed:
+            return False  # (a process in another mode than it was started in would serve the wrong turns)
         if isinstance(error, (ActivityTimeout, TurnFailed, UpstreamError, CLIUnavailable)):
             return False
         if self.result is not None:

@@ -7,6 +7,8 @@ The reply is chosen by directives in the newest user text of the request:
 - ``SLEEP_TOOL``: a Bash tool call that sleeps 300 s in python3 (to test killing tool children)
 - ``SLOW_TOOL``: a Bash tool call that takes 2 s, then prints ``hi``
 - ``TOUCH_TOOL``: a Bash ``touch mock_created.txt`` (one that needs approval outside bypassPermissions)
+- ``ASK_QUESTION``: Claude's ``AskUserQuestion`` ("Which color should the button be?", Red or Blue)
+- ``PLAN_EXIT``: in plan mode, a Markdown plan written to the plan file, then ``ExitPlanMode``
 - ``ERR429`` / ``ERR500`` / ``ERR401`` / ``ERR400`` / ``ERR529``: that HTTP error
 - ``HANG``: accept the request and never answer
 - ``STALL``: start the stream, send one delta, then never finish
@@ -38,6 +40,17 @@ CACHE_READ_TOKENS = 7
 CACHE_WRITE_TOKENS = 5
 MODEL_ANSWERING = "claude-mock-5"
 REROUTED_MODEL = "claude-haiku-9-9"
+ASK_INPUT = {  # valid for the CLI's AskUserQuestion schema
+    "questions": [
+        {
+            "question": "Which color should the button be?",
+            "header": "Color",
+            "options": [{"label": "Red", "description": "warm"}, {"label": "Blue", "description": "cool"}],
+            "multiSelect": False,
+        }
+    ]
+}
+PLAN = "# The plan\n\n1. Read `main.py`\n2. **Fix** the bug"
 
 
 def _text_of(content: Any) -> list[str]:
@@ -67,8 +80,29 @@ def newest_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
+def tool_use(name: str, tool_input: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "tool_use", "id": f"toolu_mock_{uuid.uuid4().hex[:16]}", "name": name, "input": tool_input}
+
+
+def plan_exit_step(body: dict[str, Any]) -> dict[str, Any] | None:
+    """What Claude does in plan mode: write the plan to the file the CLI names, then call ExitPlanMode
+    (whose input is empty: the CLI reads the plan from that file); None once both are done."""
+    called = [
+        block.get("name")
+        for message in body.get("messages", [])
+        if message.get("role") == "assistant" and isinstance(message.get("content"), list)
+        for block in message["content"]
+        if block.get("type") == "tool_use"
+    ]
+    if "Write" not in called:
+        where = re.search(r"create your plan at (\S+) using the Write tool", json.dumps(body))
+        path = where.group(1) if where else "plan.md"
+        return tool_use("Write", {"file_path": path, "content": PLAN})
+    return None if "ExitPlanMode" in called else tool_use("ExitPlanMode", {})
+
+
 def last_tool_result(body: dict[str, Any]) -> str | None:
-    messages = body.get("messages", [])
+    messages = [m for m in body.get("messages", []) if m.get("role") != "system"]  # the CLI's notes after a result
     if not messages or messages[-1].get("role") != "user":
         return None
     content = messages[-1].get("content")
@@ -198,8 +232,15 @@ class MockAnthropic:
 
         blocks: list[dict[str, Any]] = []
         stop_reason = "end_turn"
-        if tool_output is not None:
+        plan_step = plan_exit_step(body) if "PLAN_EXIT" in text else None
+        if plan_step is not None:
+            blocks.append(plan_step)
+            stop_reason = "tool_use"
+        elif tool_output is not None:
             blocks.append({"type": "text", "text": f"Tool said: {tool_output.strip()}"})
+        elif "ASK_QUESTION" in text:
+            blocks.append(tool_use("AskUserQuestion", ASK_INPUT))
+            stop_reason = "tool_use"
         elif "CALL_CLIENT" in text:
             blocks += client_tool_calls(text, body)
             stop_reason = "tool_use"

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import openai
 
+from claude_max.daemon import BOT
 from tests.conftest import TELEGRAM_USER as USER
 from tests.conftest import Daemon
 from tests.fake_telegram import FakeTelegram, SentMessage
-from tests.mock_anthropic import MockAnthropic
+from tests.mock_anthropic import MockAnthropic, last_tool_result
 
 NOTIFY = 555
 
@@ -39,6 +41,13 @@ def button(message: SentMessage, label: str) -> str:
     raise AssertionError(f"no {label!r} button in {message.reply_markup}")
 
 
+async def toasted(telegram: FakeTelegram, text: str) -> None:
+    """Wait for a press to be answered with this short notice."""
+    await telegram.wait_for(
+        lambda: any(c.params.get("text") == text for c in telegram.calls_of("answerCallbackQuery")), within=10
+    )
+
+
 def created(daemon: Daemon) -> Path:
     return daemon.settings.workdir / "mock_created.txt"
 
@@ -47,12 +56,19 @@ async def ask_bot(start_bot: Callable[..., object], **overrides: object) -> Daem
     return await start_bot(telegram_permission_mode="ask", **overrides)  # type: ignore[no-any-return, operator]
 
 
+async def asked_to_touch(
+    start_bot: Callable[..., object], telegram: FakeTelegram, **overrides: object
+) -> tuple[Daemon, SentMessage]:
+    """A bot in `ask` mode, a request that runs a command needing approval, and the prompt it shows."""
+    daemon = await ask_bot(start_bot, **overrides)
+    telegram.user_sends("TOUCH_TOOL please")
+    return daemon, await wait_prompt(telegram)
+
+
 async def test_allow_runs_the_command_and_the_prompt_says_who_allowed_it(
     start_bot: Callable[..., object], telegram: FakeTelegram
 ) -> None:
-    daemon = await ask_bot(start_bot)
-    telegram.user_sends("TOUCH_TOOL please")
-    prompt = await wait_prompt(telegram)
+    daemon, prompt = await asked_to_touch(start_bot, telegram)
     assert "touch mock_created.txt" in prompt.text and "Run this command" in prompt.text
     await telegram.wait_for(lambda: any("waiting for approval" in m.text for m in telegram.sent_to(USER)), within=10)
     assert not created(daemon).exists(), "nothing ran before the press"
@@ -69,9 +85,7 @@ async def test_allow_runs_the_command_and_the_prompt_says_who_allowed_it(
 async def test_deny_reaches_claude_and_nothing_runs(
     start_bot: Callable[..., object], telegram: FakeTelegram, mock_api: MockAnthropic
 ) -> None:
-    daemon = await ask_bot(start_bot)
-    telegram.user_sends("TOUCH_TOOL please")
-    prompt = await wait_prompt(telegram)
+    daemon, prompt = await asked_to_touch(start_bot, telegram)
     telegram.user_presses(prompt, button(prompt, "Deny"))
     await telegram.wait_for(lambda: tool_said(telegram), within=30)
     said = tool_said(telegram)[0]
@@ -83,9 +97,7 @@ async def test_deny_reaches_claude_and_nothing_runs(
 async def test_no_answer_in_time_is_a_denial_and_the_chat_is_told(
     start_bot: Callable[..., object], telegram: FakeTelegram
 ) -> None:
-    daemon = await ask_bot(start_bot, approval_timeout=2)
-    telegram.user_sends("TOUCH_TOOL please")
-    prompt = await wait_prompt(telegram)
+    daemon, prompt = await asked_to_touch(start_bot, telegram, approval_timeout=2)
     await telegram.wait_for(lambda: any("Nobody answered the prompt" in t for t in telegram.texts_to(USER)), within=15)
     await telegram.wait_for(lambda: tool_said(telegram), within=30)
     assert "Nobody approved this within 2 seconds" in tool_said(telegram)[0]
@@ -95,9 +107,7 @@ async def test_no_answer_in_time_is_a_denial_and_the_chat_is_told(
 async def test_always_allow_stops_the_cli_asking_for_the_same_command(
     start_bot: Callable[..., object], telegram: FakeTelegram
 ) -> None:
-    daemon = await ask_bot(start_bot)
-    telegram.user_sends("TOUCH_TOOL please")
-    prompt = await wait_prompt(telegram)
+    daemon, prompt = await asked_to_touch(start_bot, telegram)
     telegram.user_presses(prompt, button(prompt, "Always allow"))
     await telegram.wait_for(lambda: len(tool_said(telegram)) == 1, within=30)
     created(daemon).unlink()
@@ -108,16 +118,13 @@ async def test_always_allow_stops_the_cli_asking_for_the_same_command(
 
 
 async def test_stop_while_a_prompt_waits_withdraws_it(start_bot: Callable[..., object], telegram: FakeTelegram) -> None:
-    daemon = await ask_bot(start_bot)
-    telegram.user_sends("TOUCH_TOOL please")
-    prompt = await wait_prompt(telegram)
+    daemon, prompt = await asked_to_touch(start_bot, telegram)
     telegram.user_sends("/stop")
     await telegram.wait_for(lambda: any(t.startswith("⏹ Stopped.") for t in telegram.texts_to(USER)), within=20)
     await telegram.wait_for(lambda: "⏹ Withdrawn" in prompt.text, within=10)
     assert prompt.reply_markup is None and not created(daemon).exists()
     telegram.user_presses(prompt, "perm:" + button_id(prompt.text, telegram) + ":a")
-    await telegram.wait_for(lambda: any(c.params.get("text") == "This prompt is no longer waiting."
-                                        for c in telegram.calls_of("answerCallbackQuery")), within=10)  # fmt: skip
+    await toasted(telegram, "This prompt is no longer waiting.")
     assert await daemon.wait_no_strays(within=5) == []
 
 
@@ -132,13 +139,9 @@ def button_id(text: str, telegram: FakeTelegram) -> str:
 
 
 async def test_a_stranger_cannot_answer_a_prompt(start_bot: Callable[..., object], telegram: FakeTelegram) -> None:
-    daemon = await ask_bot(start_bot)
-    telegram.user_sends("TOUCH_TOOL please")
-    prompt = await wait_prompt(telegram)
+    daemon, prompt = await asked_to_touch(start_bot, telegram)
     telegram.user_presses(prompt, button(prompt, "Allow"), user_id=999)
-    await telegram.wait_for(
-        lambda: any(c.params.get("text") == "Not allowed." for c in telegram.calls_of("answerCallbackQuery"))
-    )
+    await toasted(telegram, "Not allowed.")
     assert not created(daemon).exists() and prompt.reply_markup is not None, "still waiting for the owner"
     telegram.user_presses(prompt, "perm:nonsense")
     telegram.user_presses(prompt, button(prompt, "Deny"))
@@ -192,3 +195,112 @@ async def test_mode_shows_and_sets_the_chats_mode(start_bot: Callable[..., objec
     assert prompts(telegram) == [] and created(daemon).exists(), "bypass: nothing was asked"
     telegram.user_sends("/status")
     await telegram.wait_for(lambda: any("Mode: bypass" in t for t in telegram.texts_to(USER)))
+
+
+async def test_a_prompt_of_an_earlier_run_does_not_answer_a_new_one(
+    start_bot: Callable[..., object], telegram: FakeTelegram
+) -> None:
+    first, old = await asked_to_touch(start_bot, telegram)
+    old_allow = button(old, "Allow")
+    await first.app[BOT].stop()
+    await first.engine.close()
+    second = await ask_bot(start_bot)
+    telegram.user_sends("TOUCH_TOOL again")
+    new = await wait_prompt(telegram, count=2)
+    telegram.user_presses(old, old_allow)  # the button of the prompt the restart ended
+    await toasted(telegram, "This prompt is no longer waiting.")
+    assert not created(second).exists() and new.reply_markup is not None, "the new prompt still waits"
+    telegram.user_presses(new, button(new, "Deny"))
+    await telegram.wait_for(lambda: new.text.endswith("❌ Denied by User."), within=10)
+
+
+def shown(telegram: FakeTelegram, head: str) -> list[SentMessage]:
+    return [m for m in telegram.sent_to(USER) if m.text.startswith(head)]
+
+
+async def wait_shown(telegram: FakeTelegram, head: str) -> SentMessage:
+    await telegram.wait_for(lambda: shown(telegram, head), within=30)
+    return shown(telegram, head)[0]
+
+
+QUESTION = "❓ Claude asks"
+PLAN = "📋 Claude's plan"
+
+
+async def test_a_question_of_claude_is_answered_with_a_button(
+    start_bot: Callable[..., object], telegram: FakeTelegram
+) -> None:
+    await ask_bot(start_bot)
+    telegram.user_sends("ASK_QUESTION please")
+    question = await wait_shown(telegram, QUESTION)
+    assert "Which color should the button be?" in question.text and "• Blue: cool" in question.text
+    blue = button(question, "Blue")
+    telegram.user_presses(question, blue.rsplit(":", 1)[0] + ":o99")  # an option that is not there
+    await toasted(telegram, "This button is not understood.")
+    assert question.reply_markup is not None, "still asking"
+    telegram.user_presses(question, blue)
+    await telegram.wait_for(lambda: tool_said(telegram), within=30)
+    said = tool_said(telegram)[0]
+    assert '"Which color should the button be?"="Blue"' in said, "Claude read the choice"
+    assert question.text.endswith("✅ Which color should the button be?: Blue\n(answered by User)")
+    assert question.reply_markup is None
+
+
+async def test_a_typed_answer_to_a_question_reaches_claude_and_starts_no_turn(
+    start_bot: Callable[..., object], telegram: FakeTelegram, mock_api: MockAnthropic
+) -> None:
+    await ask_bot(start_bot)
+    telegram.user_sends("ASK_QUESTION please")
+    question = await wait_shown(telegram, QUESTION)
+    telegram.user_presses(question, button(question, "Other"))
+    await telegram.wait_for(lambda: any("Send your answer" in t for t in telegram.texts_to(USER)))
+    telegram.user_sends("Green with <b>stripes</b>")
+    await telegram.wait_for(lambda: tool_said(telegram), within=30)
+    assert '="Green with <b>stripes</b>"' in str(last_tool_result(mock_api.requests[-1])), "Claude read it as typed"
+    assert not any("MOCK reply to: Green" in t for t in telegram.texts_to(USER)), "the answer was no new message"
+
+
+async def test_deny_with_a_reason_tells_claude_why(start_bot: Callable[..., object], telegram: FakeTelegram) -> None:
+    daemon, prompt = await asked_to_touch(start_bot, telegram)
+    telegram.user_presses(prompt, button(prompt, "Deny with a reason"))
+    await telegram.wait_for(lambda: any("Send why" in t for t in telegram.texts_to(USER)))
+    telegram.user_sends("not on this machine, use the sandbox")
+    await telegram.wait_for(lambda: tool_said(telegram), within=30)
+    assert "not on this machine, use the sandbox" in tool_said(telegram)[0], "Claude read the reason"
+    assert prompt.text.endswith("❌ Denied by User: not on this machine, use the sandbox")
+    assert not created(daemon).exists()
+
+
+async def plan_shown(start_bot: Callable[..., object], telegram: FakeTelegram) -> SentMessage:
+    """A chat in plan mode, a request Claude plans, and the plan it shows for approval."""
+    await ask_bot(start_bot)
+    telegram.user_sends("/mode plan")
+    await telegram.wait_for(lambda: any(t.startswith("Mode set to plan") for t in telegram.texts_to(USER)))
+    telegram.user_sends("PLAN_EXIT please")
+    plan = await wait_shown(telegram, PLAN)
+    return plan
+
+
+async def test_an_approved_plan_lets_the_turn_go_on_and_the_next_turn_plans_again(
+    start_bot: Callable[..., object], telegram: FakeTelegram, mock_api: MockAnthropic
+) -> None:
+    plan = await plan_shown(start_bot, telegram)
+    assert "The plan" in plan.text and "Fix the bug" in plan.text and "**" not in plan.text, "rendered Markdown"
+    telegram.user_presses(plan, button(plan, "Approve"))
+    await telegram.wait_for(lambda: tool_said(telegram), within=30)
+    assert "User has approved your plan" in tool_said(telegram)[0]
+    assert plan.text.endswith("✅ Approved by User.") and plan.reply_markup is None
+    telegram.user_sends("and now the next step")
+    await telegram.wait_for(lambda: any("MOCK reply to: and now" in t for t in telegram.texts_to(USER)), within=30)
+    newest = json.dumps(mock_api.requests[-1]["messages"][-1])
+    assert "Plan mode is active" in newest, "the chat's mode holds for its next turn"
+
+
+async def test_keep_planning_keeps_claude_in_plan_mode(
+    start_bot: Callable[..., object], telegram: FakeTelegram
+) -> None:
+    plan = await plan_shown(start_bot, telegram)
+    telegram.user_presses(plan, button(plan, "Keep planning"))
+    await telegram.wait_for(lambda: tool_said(telegram), within=30)
+    assert "User wants to keep planning" in tool_said(telegram)[0]
+    assert plan.text.endswith("✏️ User asked to keep planning.")
