@@ -37,9 +37,12 @@ PLAN_TOOL = "ExitPlanMode"  # Claude's plan, for approval before it leaves plan 
 
 
 def _cut(text: str, limit: int = SHOWN_CHARS) -> str:
-    if len(text) <= limit:
+    """At most `limit` UTF-16 units of text (Telegram's measure: an emoji counts two), with a note of the rest."""
+    units = text.encode("utf-16-le")
+    if len(units) <= 2 * limit:
         return text
-    return f"{text[:limit]}\n… ({len(text) - limit:,} more characters not shown)"
+    head = units[: 2 * limit].decode("utf-16-le", errors="ignore")  # (a pair cut in half is dropped)
+    return f"{head}\n… ({len(text) - len(head):,} more characters not shown)"
 
 
 def _diff(old: str, new: str) -> str:

@@ -147,6 +147,10 @@ class FakeTelegram:
         }  # fmt: skip
         self._push({"callback_query": callback})
 
+    def user_deletes(self, message: SentMessage) -> None:
+        """The user deletes a message of the bot (bots get no update for that; later edits of it fail)."""
+        message.deleted = True
+
     def fail_next(self, method: str, fault: Fault, times: int = 1) -> None:
         self.faults.setdefault(method, []).extend([fault] * times)
 

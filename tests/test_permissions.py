@@ -304,3 +304,15 @@ async def test_keep_planning_keeps_claude_in_plan_mode(
     await telegram.wait_for(lambda: tool_said(telegram), within=30)
     assert "User wants to keep planning" in tool_said(telegram)[0]
     assert plan.text.endswith("✏️ User asked to keep planning.")
+
+
+async def test_a_deleted_prompt_times_out_as_a_denial_and_the_turn_ends(
+    start_bot: Callable[..., object], telegram: FakeTelegram
+) -> None:
+    daemon, prompt = await asked_to_touch(start_bot, telegram, approval_timeout=2)
+    telegram.user_deletes(prompt)
+    await telegram.wait_for(lambda: any("Nobody answered the prompt" in t for t in telegram.texts_to(USER)), within=15)
+    await telegram.wait_for(lambda: tool_said(telegram), within=30)
+    assert "Nobody approved this within 2 seconds" in tool_said(telegram)[0] and not created(daemon).exists()
+    telegram.user_sends("hello after")
+    await telegram.wait_for(lambda: any("MOCK reply to: hello after" in t for t in telegram.texts_to(USER)), within=30)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bot.approvals import Shown
 from core import (
     NO_APPROVER,
     AnswerDelta,
@@ -178,3 +179,28 @@ def test_the_cli_is_started_in_the_turns_mode(replay: Callable[..., Settings], m
     start = argv.index("--permission-mode")
     assert argv[start : start + len(flags)] == flags and argv.count("--permission-prompt-tool") == (len(flags) > 2)
     assert launcher.signature("m", Path("/"), (), "ask") != launcher.signature("m", Path("/"), (), "bypassPermissions")
+
+
+def utf16(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+@pytest.mark.parametrize(
+    ("tool", "tool_input"),
+    [
+        ("Bash", {"command": "echo '<b>*_[`&amp;' " + "x" * 50_000, "description": "<i>huge</i>"}),
+        ("Write", {"file_path": "/tmp/a_b*c.md", "content": "*bold* _it_ [a](b) `c`\n" * 5_000}),
+        ("MultiEdit", {"file_path": "f.py", "edits": [{"old_string": "<" * 3000, "new_string": ">" * 3000}] * 40}),
+        ("mcp__x__odd", {"blob": "\U0001f600" * 20_000}),
+        ("ExitPlanMode", {"plan": "# Plan\n\n" + "".join(f"{i}. **step** `{i}`\n" for i in range(3000))}),
+        ("AskUserQuestion", {"questions": [{"question": "<b>?" * 2000, "options": [{"label": "L" * 500}] * 4}]}),
+    ],
+)
+def test_a_huge_prompt_stays_inside_telegrams_limits(tool: str, tool_input: dict[str, Any]) -> None:
+    prompt = PermissionPrompt("p1", "tg:1", "telegram", tool, tool_input, "", ())
+    shown = Shown(prompt, chat=1)
+    text, entities = shown.body()
+    assert utf16(text) <= 4096 and "not shown" in text, "cut, with a note"
+    assert all(e.offset >= 0 and e.offset + e.length <= utf16(text) for e in entities), "entities inside the text"
+    keys = [key for row in shown.keyboard().inline_keyboard for key in row]
+    assert keys and all(len(str(key.callback_data).encode()) <= 64 for key in keys), "Telegram's callback limit"
