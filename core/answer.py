@@ -18,7 +18,10 @@ class AnswerBuilder:
     so the message id is what ties them together. Separate blocks,
     e.g. narration before a tool call and the answer after it, get a blank line between
     them instead of being glued together. Subagents' text is not part of the answer.
+    A quiet builder keeps nothing (a structured turn's answer comes whole at its end).
     """
+
+    quiet: bool = False
 
     parts: list[str] = field(default_factory=list)
     _streamed: set[str] = field(default_factory=set)
@@ -41,7 +44,7 @@ class AnswerBuilder:
         return self._emit(("", -1), text)
 
     def _emit(self, block: tuple[str, int], text: str) -> AnswerDelta | None:
-        if not text:
+        if not text or self.quiet:
             return None
         if block != self._last_block and self.parts:
             previous = self.parts[-1]

@@ -81,6 +81,10 @@ class SessionNotFound(TurnFailed):
     pass
 
 
+class NoStructuredAnswer(TurnFailed):
+    """The turn asked for an answer matching a JSON Schema, and Claude ended it without giving one."""
+
+
 class UpstreamError(EngineError):
     def __init__(
         self,

@@ -153,6 +153,7 @@ class Result:
     api_error_kind: str | None
     errors: tuple[str, ...] = ()
     model_usage: dict[str, Any] = field(default_factory=dict)
+    structured_output: Any = None  # with --json-schema: the answer, checked against the schema by the CLI
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +293,7 @@ def _result(raw: dict[str, Any]) -> Result:
         api_error_kind=raw.get("api_error_type") or raw.get("api_error"),
         errors=tuple(str(e) for e in raw.get("errors") or ()),
         model_usage=raw.get("modelUsage") or {},
+        structured_output=raw.get("structured_output"),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,20 @@ if TYPE_CHECKING:
 
 
 _NEVER_ASKS = {"bypassPermissions", "dontAsk"}
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """What a turn asks of its process beyond the model and the session; fixed when the process starts,
+    so a warm process serves only turns that ask the same."""
+
+    tools: tuple[ClientTool, ...] = ()  # the client's own tools, served over MCP
+    mode: str = ""  # `ask` or one of the CLI's permission modes; empty: CLAUDE_PERMISSION_MODE
+    schema: str = ""  # a JSON Schema (as JSON text) the answer must be an instance of: `--json-schema`
+    effort: str = ""  # the CLI's `--effort`
+
+
+NO_OPTIONS = LaunchOptions()
 
 
 class Launcher:
@@ -59,9 +74,9 @@ class Launcher:
         """A turn's permission mode: its face's, else CLAUDE_PERMISSION_MODE."""
         return mode or self.settings.claude_permission_mode
 
-    def argv(self, model: str, resume: str | None, mode: str = "") -> list[str]:
+    def argv(self, model: str, resume: str | None, options: LaunchOptions = NO_OPTIONS) -> list[str]:
         s = self.settings
-        mode = self.mode(mode)
+        mode = self.mode(options.mode)
         # `ask` is the CLI's default mode. In every mode that can ask, the CLI asks its host (this daemon) on
         # stdio before a tool that needs approval, and a person answers (core.approvals); headless, it would deny.
         permissions = ["default" if mode == ASK else mode]
@@ -79,6 +94,10 @@ class Launcher:
             argv += ["--model", model]
         if s.claude_max_turns:
             argv += ["--max-turns", str(s.claude_max_turns)]
+        if options.schema:
+            argv += ["--json-schema", options.schema]
+        if options.effort:
+            argv += ["--effort", options.effort]
         if resume:
             argv += ["--resume", resume]
         return argv
@@ -88,14 +107,14 @@ class Launcher:
             return Path(resume.workdir)  # the CLI keeps sessions per project directory
         return self.settings.workdir
 
-    def signature(self, model: str, workdir: Path, tools: tuple[ClientTool, ...] = (), mode: str = "") -> Signature:
+    def signature(self, model: str, workdir: Path, options: LaunchOptions = NO_OPTIONS) -> Signature:
         """What a process was started with; a warm process serves only turns that want the same."""
         s = self.settings
-        return (model, str(workdir), s.claude_bin, self.mode(mode), s.claude_max_turns, tools_digest(tools))
+        o = options
+        return (model, str(workdir), s.claude_bin, self.mode(o.mode), s.claude_max_turns, o.schema, o.effort,
+                tools_digest(o.tools))  # fmt: skip
 
-    async def start(
-        self, model: str, resume: Conversation | None, tools: tuple[ClientTool, ...] = (), mode: str = ""
-    ) -> CLIProcess:
+    async def start(self, model: str, resume: Conversation | None, options: LaunchOptions = NO_OPTIONS) -> CLIProcess:
         """A new process, started (`CLIUnavailable` when the CLI cannot be found)."""
         env = {**self.settings.child_environment(), **self._marks}
         binary = shutil.which(self.settings.claude_bin, path=env.get("PATH"))
@@ -104,8 +123,8 @@ class Launcher:
                 f"the Claude Code CLI was not found ({self.settings.claude_bin!r}); install it with "
                 "`npm install -g @anthropic-ai/claude-code` or set CLAUDE_BIN"
             )
-        argv = self.argv(model, resume.session_id if resume else None, mode)
-        session = None
+        argv = self.argv(model, resume.session_id if resume else None, options)
+        session, tools = None, options.tools
         if tools:
             bridge = await self._mcp_bridge()
             session = ToolSession(tools, result_timeout=self.settings.tool_result_timeout)
@@ -128,26 +147,24 @@ class Launcher:
         return process
 
     async def process_for(
-        self, key: str, model: str, resume: Conversation | None, tools: tuple[ClientTool, ...], mode: str
+        self, key: str, model: str, resume: Conversation | None, options: LaunchOptions
     ) -> tuple[CLIProcess, str]:
         """A process for a turn, and where it came from: "warm", "spare" or "cold"."""
-        signature = self.signature(model, self.workdir(resume), tools, mode)
+        signature = self.signature(model, self.workdir(resume), options)
         if resume is not None:
             warm = self.pool.take(key, resume.session_id, signature)
             if warm is not None:
                 return warm, "warm"
-        elif self.pool.spare_target and self.accepting and not tools:
+        elif self.pool.spare_target and self.accepting and not options.tools:
             spare = self.pool.take_spare(signature)
             self.pool.refill(self._start_spare)
             if spare is not None:
                 return spare, "spare"
-        return await self.start(model, resume, tools, mode), "cold"
+        return await self.start(model, resume, options), "cold"
 
-    def keep(
-        self, key: str, process: CLIProcess, session_id: str, model: str, tools: tuple[ClientTool, ...], mode: str
-    ) -> None:
+    def keep(self, key: str, process: CLIProcess, session_id: str, model: str, options: LaunchOptions) -> None:
         """Keep a process for the conversation's next turn, which will resume `session_id`."""
-        self.pool.put(key, process, session_id, self.signature(model, process.cwd, tools, mode))
+        self.pool.put(key, process, session_id, self.signature(model, process.cwd, options))
 
     async def _mcp_bridge(self) -> McpBridge:
         if self._bridge is None:
@@ -159,6 +176,6 @@ class Launcher:
 
     async def _start_spare(self) -> tuple[CLIProcess, Signature]:
         """A process for a new HTTP conversation (spares serve the HTTP face's mode)."""
-        model, mode = self.settings.default_model, self.settings.proxy_permission_mode
-        process = await self.start(model, None, mode=mode)
-        return process, self.signature(model, self.settings.workdir, mode=mode)
+        model, options = self.settings.default_model, LaunchOptions(mode=self.settings.proxy_permission_mode)
+        process = await self.start(model, None, options)
+        return process, self.signature(model, self.settings.workdir, options)

@@ -35,6 +35,7 @@ from core.errors import (
     ActivityTimeout,
     CancelReason,
     CLIUnavailable,
+    NoStructuredAnswer,
     SessionNotFound,
     TurnCancelled,
     TurnFailed,
@@ -59,12 +60,13 @@ from core.events import (
     Usage,
     parse_event,
 )
-from core.launcher import Launcher
+from core.launcher import Launcher, LaunchOptions
 from core.models import answer_model
 from core.process import CLIProcess
 from core.store import Conversation, LedgerEntry, SessionStore
 from core.transcript import Transcript
 from core.turn_events import (
+    AnswerDelta,
     ApprovalDone,
     ApprovalWaiting,
     ClientToolCall,
@@ -75,6 +77,8 @@ from core.turn_events import (
     TurnEvent,
 )
 from core.verdict import exit_error, outcome_of, result_error, result_outcome, session_unknown, truncated
+
+STRUCTURED_OUTPUT_TOOL = "StructuredOutput"  # the CLI's tool for a `--json-schema` answer
 
 log = logging.getLogger("core.engine")  # the turn's lines keep the logger name operators filter on
 
@@ -103,6 +107,8 @@ class TurnRequest:
     face: str = "http"
     tools: tuple[ClientTool, ...] = ()  # the client's own tools, offered to Claude over MCP
     permission_mode: str = ""  # `ask` or one of the CLI's modes; empty: CLAUDE_PERMISSION_MODE
+    output_schema: str = ""  # a JSON Schema (JSON text): the answer is an instance of it, as JSON text
+    effort: str = ""  # the CLI's --effort (low, medium, high, xhigh, max); empty: the CLI's default
     # Wait for a CLI slot as long as it takes (in arrival order with every other turn) instead of QUEUE_WAIT:
     # for a face that keeps its user waiting anyway (a chat), not for an HTTP client that can retry.
     patient: bool = False
@@ -178,7 +184,9 @@ class Turn:
         self.model_reported = ""  # the model that answered, as the CLI said
         self.session_id: str | None = None
         self.result: Result | None = None
-        self.answer = AnswerBuilder()
+        # A structured turn's answer is the JSON the CLI hands over at its end; its prose is nobody's answer.
+        self.answer = AnswerBuilder(quiet=bool(request.output_schema))
+        self.options = LaunchOptions(request.tools, request.permission_mode, request.output_schema, request.effort)
         self.started = time.monotonic()
         self.finished: float | None = None
         self.outcome = "started"
@@ -287,15 +295,13 @@ class Turn:
             "parent_tool_use_id": None,
             "session_id": "",
         }
-        process, self.source = await launcher.process_for(
-            self.key, self.model, resume, request.tools, request.permission_mode
-        )
+        process, self.source = await launcher.process_for(self.key, self.model, resume, self.options)
         self._process = process
         process.touch()
         if not await process.send(message) and self.source != "cold":
             # A warm process that died between turns: replace it with a cold --resume, unseen by the caller.
             await process.stop()
-            process = self._process = await launcher.start(self.model, resume, request.tools, request.permission_mode)
+            process = self._process = await launcher.start(self.model, resume, self.options)
             self.source = "cold"
             await process.send(message)
 
@@ -374,7 +380,9 @@ class Turn:
             call = await self._client_call(event, process)
             if call is not None:
                 return call
-            return ToolActivity(event.name, self.last_tool) if event.parent_tool_use_id is None else None
+            if event.parent_tool_use_id is not None or event.name == STRUCTURED_OUTPUT_TOOL:
+                return None  # a subagent's, or the CLI's own way of handing over a structured answer
+            return ToolActivity(event.name, self.last_tool)
         if isinstance(event, ThinkingDelta):
             return Reasoning(event.text) if event.parent_tool_use_id is None and event.text else None
         if isinstance(event, StopReason) and event.reason == "tool_use" and self._client_calls:
@@ -513,8 +521,15 @@ class Turn:
             self.outcome = verdict[0]
             await self._account(result)
             raise verdict[1]
+        if self.request.output_schema and result.structured_output is None:
+            self.outcome = "failed"
+            await self._account(result)
+            missing = "Claude ended the turn without the structured answer the request's schema asks for"
+            raise NoStructuredAnswer(missing, session_id=self.session_id)
         self.outcome = result_outcome(result)
-        if not self.answer.text and (delta := self.answer.add(result.text)) is not None:
+        if self.request.output_schema:
+            yield self._structured(result)
+        elif not self.answer.text and (delta := self.answer.add(result.text)) is not None:
             self._first_text()  # nothing streamed (e.g. a slash command): the result's text is the answer
             yield delta
         head = self._head_after(self.answer.text) if self._head_after else None
@@ -530,6 +545,14 @@ class Turn:
         yield Finished(
             self.answer.text, self._unreported(result.usage), result.cost_usd, self.model_label, truncated(result)
         )
+
+    def _structured(self, result: Result) -> AnswerDelta:
+        """The answer of a turn with an output schema: the object the CLI checked against it, as JSON."""
+        self.answer = AnswerBuilder()
+        delta = self.answer.add(json.dumps(result.structured_output, ensure_ascii=False))
+        assert delta is not None
+        self._first_text()
+        return delta
 
     def _ledger_entry(self, result: Result) -> LedgerEntry:
         usage = result.usage
@@ -654,9 +677,7 @@ class Turn:
         if not recorded or not session_id:
             self._ctx.tracker.background(process.stop())
             return
-        self._ctx.launcher.keep(
-            self.key, process, session_id, self.model, self.request.tools, self.request.permission_mode
-        )
+        self._ctx.launcher.keep(self.key, process, session_id, self.model, self.options)
 
     async def _end(self, process: CLIProcess) -> None:
         if self.result is not None and process.alive:

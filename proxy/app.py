@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from core import Settings, __version__, listed_models
+from core import Settings, UnknownModel, __version__, listed_models, resolve_model
 from proxy.chat import chat_completions
-from proxy.errors import error_middleware
+from proxy.errors import error_middleware, model_not_found
 from proxy.keys import ENGINE, METRICS, PARKED, SETTINGS, get_engine
 from proxy.metrics import Metrics
 from proxy.parked import ParkedTurns
@@ -41,6 +41,16 @@ async def models(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     listing = ModelList(data=[ModelCard(id=name) for name in listed_models(settings.model_aliases)])
     return web.json_response(listing.model_dump())
+
+
+async def model(request: web.Request) -> web.Response:
+    """One model id the proxy accepts (a listed one, an alias, a dated or prefixed id)."""
+    settings, name = request.app[SETTINGS], request.match_info["model"]
+    try:
+        resolve_model(name, default=settings.default_model, aliases=settings.model_aliases)
+    except UnknownModel as exc:
+        raise model_not_found(exc) from None
+    return web.json_response(ModelCard(id=name).model_dump())
 
 
 @web.middleware
@@ -82,6 +92,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(release_parked)
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/models/{model:.+}", model)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/metrics", lambda request: request.app[METRICS].handler(request))
     return app

@@ -29,7 +29,8 @@ from core import (
     resolve_model,
 )
 from proxy.conversation import BadConversation, conversation_key, plan_turn
-from proxy.errors import ApiException, ApiFailure, bad_request
+from proxy.errors import ApiException, bad_request, model_not_found
+from proxy.formats import effort, output_schema
 from proxy.keys import PARKED, SCOPE, SETTINGS, get_engine
 from proxy.parked import ParkedTurn
 from proxy.schema import ChatCompletionRequest
@@ -79,15 +80,31 @@ def _validation_failure(exc: ValidationError) -> ApiException:
     return bad_request(f"invalid request: {message} (at {param or 'body'})", param=param or None)
 
 
+def _refuse_unsupported(body: ChatCompletionRequest) -> None:
+    """Fields whose meaning Claude Code cannot give: refused by name, never silently ignored."""
+    if body.n is not None and body.n > 1:
+        raise bad_request("n > 1 is not supported: a Claude Code turn has one answer", param="n")
+    if body.logprobs:
+        raise bad_request("logprobs are not supported: Claude does not report them", param="logprobs")
+    if body.top_logprobs:
+        raise bad_request("top_logprobs are not supported: Claude does not report them", param="top_logprobs")
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     body = await _read_request(request)
+    _refuse_unsupported(body)
+    answer_format = body.response_format
+    schema = output_schema(
+        answer_format.type if answer_format else None,
+        answer_format.json_schema.schema_ if answer_format and answer_format.json_schema else None,
+        "response_format",
+    )
+    reasoning = effort(body.reasoning_effort, "reasoning_effort")
     try:
         model = resolve_model(body.model, default=settings.default_model, aliases=settings.model_aliases)
     except UnknownModel as exc:
-        raise ApiException(
-            ApiFailure(404, "invalid_request_error", str(exc), code="model_not_found", param="model")
-        ) from None
+        raise model_not_found(exc) from None
     scope = request[SCOPE]
     try:
         key = conversation_key(body, request.headers.get("X-Conversation-Id"), scope)
@@ -131,6 +148,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         face="http",
         tools=plan.tools,
         permission_mode=settings.proxy_permission_mode,
+        output_schema=schema,
+        effort=reasoning,
     )
     stack = AsyncExitStack()
     turn = await stack.enter_async_context(get_engine(request).turn(turn_request))  # fails before anything is sent

@@ -17,6 +17,7 @@ from core import (
     ShuttingDown,
     TurnCancelled,
     TurnFailed,
+    UnknownModel,
     UpstreamError,
 )
 from proxy.schema import ErrorBody, ErrorDetail
@@ -51,6 +52,10 @@ class ApiException(Exception):
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> ApiException:
     return ApiException(ApiFailure(400, "invalid_request_error", message, code=code, param=param))
+
+
+def model_not_found(exc: UnknownModel) -> ApiException:
+    return ApiException(ApiFailure(404, "invalid_request_error", str(exc), code="model_not_found", param="model"))
 
 
 def _upstream(exc: UpstreamError) -> ApiFailure:

@@ -95,6 +95,18 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
+class JSONSchemaFormat(_Lenient):
+    name: str | None = None
+    schema_: Any = Field(default=None, alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormat(_Lenient):
+    type: str
+    json_schema: JSONSchemaFormat | None = None
+
+
 class ChatCompletionRequest(_Lenient):
     model: str | None = None
     messages: list[Message] = Field(min_length=1)
@@ -107,6 +119,11 @@ class ChatCompletionRequest(_Lenient):
     temperature: float | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    response_format: ResponseFormat | None = None
+    reasoning_effort: str | None = None
+    n: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
 
 # -- response ---------------------------------------------------------------------

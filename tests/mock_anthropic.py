@@ -7,6 +7,8 @@ The reply is chosen by directives in the newest user text of the request:
 - ``SLEEP_TOOL``: a Bash tool call that sleeps 300 s in python3 (to test killing tool children)
 - ``SLOW_TOOL``: a Bash tool call that takes 2 s, then prints ``hi``
 - ``TOUCH_TOOL``: a Bash ``touch mock_created.txt`` (one that needs approval outside bypassPermissions)
+- ``STRUCTURED {json}``: when the CLI offers its ``StructuredOutput`` tool (``--json-schema``), a call of it
+  with that object (else the default answer, which the CLI then asks to be structured)
 - ``ASK_QUESTION``: Claude's ``AskUserQuestion`` ("Which color should the button be?", Red or Blue)
 - ``PLAN_EXIT``: in plan mode, a Markdown plan written to the plan file, then ``ExitPlanMode``
 - ``ERR429`` / ``ERR500`` / ``ERR401`` / ``ERR400`` / ``ERR529``: that HTTP error
@@ -130,6 +132,18 @@ def client_tool_calls(text: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     return blocks
 
 
+def structured(text: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    """`STRUCTURED {json}`: the object to give the CLI's StructuredOutput tool, when it is offered."""
+    if not any(tool.get("name") == "StructuredOutput" for tool in body.get("tools", [])):
+        return None
+    start = text.find("{", text.find("STRUCTURED"))
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text, start)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def long_markdown() -> str:
     """About 20,000 characters of Markdown: sections of prose and code, and markup left open at the end."""
     parts = []
@@ -238,6 +252,9 @@ class MockAnthropic:
             stop_reason = "tool_use"
         elif tool_output is not None:
             blocks.append({"type": "text", "text": f"Tool said: {tool_output.strip()}"})
+        elif "STRUCTURED" in text and structured(text, body) is not None:
+            blocks.append(tool_use("StructuredOutput", structured(text, body) or {}))
+            stop_reason = "tool_use"
         elif "ASK_QUESTION" in text:
             blocks.append(tool_use("AskUserQuestion", ASK_INPUT))
             stop_reason = "tool_use"

@@ -8,7 +8,8 @@ fixture, or a list of stream-json objects. Two pseudo-lines direct the replay:
 {"replay": "hang"} waits until interrupted (or stdin ends), {"replay": "sleep", "seconds": s}
 pauses. A `control_request` line is followed by a wait for the host's `control_response`, as the
 CLI waits for a permission decision. Every message read from stdin is appended to the file
-REPLAY_SCRIPT + ".stdin" (one JSON per line), for the tests to see what the daemon answered.
+REPLAY_SCRIPT + ".stdin" (one JSON per line), for the tests to see what the daemon answered; each
+start's arguments to REPLAY_SCRIPT + ".argv".
 Turns are taken in order by every process of one test (a counter beside the
 script), so a conversation's second turn, warm or cold, gets the second turn of the script.
 Every line's session id is this process's: the one it resumes, or a new one.
@@ -63,6 +64,8 @@ def main() -> int:
     inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
 
     received = script.with_suffix(".stdin")
+    with open(script.with_suffix(".argv"), "a") as started:  # one line per start, for the tests to see the flags
+        started.write(json.dumps(argv) + "\n")
 
     def read_stdin() -> None:
         for line in sys.stdin:

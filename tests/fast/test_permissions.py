@@ -26,7 +26,7 @@ from core import (
     TurnEvent,
     TurnRequest,
 )
-from core.launcher import Launcher
+from core.launcher import Launcher, LaunchOptions
 from tests.fast.test_turns import delta, init, result
 
 SUGGESTION = {"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "touch x"}], "behavior": "allow",
@@ -175,10 +175,11 @@ async def test_an_unknown_control_request_gets_an_error_and_the_turn_goes_on(rep
 )
 def test_the_cli_is_started_in_the_turns_mode(replay: Callable[..., Settings], mode: str, flags: list[str]) -> None:
     launcher = Launcher(replay([]), marks={}, background=lambda work: None)
-    argv = launcher.argv("", None, mode)
+    argv = launcher.argv("", None, LaunchOptions(mode=mode))
     start = argv.index("--permission-mode")
     assert argv[start : start + len(flags)] == flags and argv.count("--permission-prompt-tool") == (len(flags) > 2)
-    assert launcher.signature("m", Path("/"), (), "ask") != launcher.signature("m", Path("/"), (), "bypassPermissions")
+    ask, bypass = LaunchOptions(mode="ask"), LaunchOptions(mode="bypassPermissions")
+    assert launcher.signature("m", Path("/"), ask) != launcher.signature("m", Path("/"), bypass)
 
 
 def utf16(text: str) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from core import (
     CLIUnavailable,
     Engine,
     Finished,
+    NoStructuredAnswer,
     Reasoning,
     Settings,
     ToolActivity,
@@ -174,3 +177,34 @@ async def test_a_stopped_turn_ends_in_turn_cancelled_and_stays_warm(replay: Call
                         asyncio.get_running_loop().create_task(turn.cancel(CancelReason.STOPPED))
         assert caught.value.reason is CancelReason.STOPPED and turn.outcome == "cancelled"
         assert await warm_pids(engine) == {pid}, "the interrupted process is kept for the conversation"
+
+
+SCHEMA = '{"type":"object"}'
+
+
+async def structured_run(engine: Engine) -> list[TurnEvent]:
+    events: list[TurnEvent] = []
+    async with engine.turn(TurnRequest(prompt_for=lambda _: "hi", key=KEY, output_schema=SCHEMA)) as turn:
+        async for event in turn:
+            events.append(event)
+    return events
+
+
+async def test_a_structured_answer_is_the_json_not_the_prose(replay: Callable[..., Settings]) -> None:
+    turn = [init(), delta("Let me fill that in."), tool_use("StructuredOutput", {"a": 1}),
+            result('{"a":1}', structured_output={"a": 1, "é": [True]})]  # fmt: skip
+    settings = replay([turn])
+    async with Engine(settings) as engine:
+        events = await structured_run(engine)
+    assert answer(events) == finished(events).text == '{"a": 1, "é": [true]}'
+    assert not [e for e in events if isinstance(e, ToolActivity)], "the CLI's own hand-over is no tool of Claude's"
+    argv = json.loads((Path(str(settings.claude_bin)).parent / "replay.argv").read_text().splitlines()[-1])
+    assert argv[argv.index("--json-schema") + 1] == SCHEMA
+
+
+async def test_a_structured_turn_without_the_object_fails(replay: Callable[..., Settings]) -> None:
+    async with Engine(replay([[init(), delta("Just prose."), result("Just prose.")]])) as engine:
+        with pytest.raises(NoStructuredAnswer) as caught:
+            await structured_run(engine)
+        record = await engine.store.get(KEY)
+    assert "schema" in caught.value.message and record is None, "a failed turn is not recorded as the answer"
