@@ -14,12 +14,15 @@ from core import Settings, UnknownModel, __version__, listed_models, resolve_mod
 from proxy.chat import chat_completions
 from proxy.errors import error_middleware, model_not_found
 from proxy.keys import ENGINE, METRICS, PARKED, SETTINGS, get_engine
+from proxy.messages import count_tokens, messages
 from proxy.metrics import Metrics
 from proxy.parked import ParkedTurns
 from proxy.schema import ModelCard, ModelList
 from proxy.security import auth_middleware, body_limit_middleware, origin_middleware
 
 log = logging.getLogger("proxy.app")
+
+ANTHROPIC_VERSION = "anthropic-version"  # the header every Anthropic SDK request carries
 
 
 async def health(request: web.Request) -> web.Response:
@@ -37,10 +40,18 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
+def _anthropic_card(name: str) -> dict[str, str]:
+    return {"type": "model", "id": name, "display_name": name, "created_at": "1970-01-01T00:00:00Z"}
+
+
 async def models(request: web.Request) -> web.Response:
+    """The accepted model ids, in Anthropic's list shape for its SDK (it sends `anthropic-version`)."""
     settings = request.app[SETTINGS]
-    listing = ModelList(data=[ModelCard(id=name) for name in listed_models(settings.model_aliases)])
-    return web.json_response(listing.model_dump())
+    names = listed_models(settings.model_aliases)
+    if ANTHROPIC_VERSION in request.headers:
+        cards = [_anthropic_card(name) for name in names]
+        return web.json_response({"data": cards, "has_more": False, "first_id": names[0], "last_id": names[-1]})
+    return web.json_response(ModelList(data=[ModelCard(id=name) for name in names]).model_dump())
 
 
 async def model(request: web.Request) -> web.Response:
@@ -50,6 +61,8 @@ async def model(request: web.Request) -> web.Response:
         resolve_model(name, default=settings.default_model, aliases=settings.model_aliases)
     except UnknownModel as exc:
         raise model_not_found(exc) from None
+    if ANTHROPIC_VERSION in request.headers:
+        return web.json_response(_anthropic_card(name))
     return web.json_response(ModelCard(id=name).model_dump())
 
 
@@ -94,5 +107,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/v1/models/{model:.+}", model)
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
     app.router.add_get("/metrics", lambda request: request.app[METRICS].handler(request))
     return app

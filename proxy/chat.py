@@ -1,45 +1,24 @@
-"""POST /v1/chat/completions: one Claude Code turn, streamed as SSE or answered whole."""
+"""POST /v1/chat/completions: the OpenAI request read and checked, then served as one HTTP turn."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from typing import TypeVar
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from core import (
-    AnswerDelta,
-    ApprovalDone,
-    ApprovalWaiting,
-    ClientToolCall,
-    ClientToolsPending,
-    EngineError,
-    Finished,
-    Reasoning,
-    ToolActivity,
-    Transcript,
-    Turn,
-    TurnEvent,
-    TurnRequest,
-    UnknownModel,
-    resolve_model,
-)
-from proxy.conversation import BadConversation, conversation_key, plan_turn
-from proxy.errors import ApiException, bad_request, model_not_found
-from proxy.formats import effort, output_schema
-from proxy.keys import PARKED, SCOPE, SETTINGS, get_engine
-from proxy.parked import ParkedTurn
+from proxy.dialogue import serve
+from proxy.errors import ApiException, bad_request
+from proxy.keys import SETTINGS
 from proxy.schema import ChatCompletionRequest
 from proxy.writers import JSONWriter, SSEWriter
 
-log = logging.getLogger("proxy.chat")
+Body = TypeVar("Body", bound=BaseModel)
 
 
-async def _read_request(request: web.Request) -> ChatCompletionRequest:
+async def read_request(request: web.Request, schema: type[Body]) -> Body:
+    """The request body as `schema`, or a 400 that says what is wrong and where."""
     raw = await request.read()
     try:
         body = json.loads(raw)
@@ -48,12 +27,15 @@ async def _read_request(request: web.Request) -> ChatCompletionRequest:
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object", code="invalid_json")
     try:
-        return ChatCompletionRequest.model_validate(body)
+        return schema.model_validate(body)
     except ValidationError as exc:
         raise _validation_failure(exc) from None
 
 
-_BRANCH_NAMES = {"system", "developer", "user", "assistant", "tool", "function", "text", "image_url", "refusal", "str"}
+_BRANCH_NAMES = {
+    "system", "developer", "user", "assistant", "tool", "function", "text", "image_url", "refusal", "str",
+    "image", "tool_use", "tool_result", "thinking", "redacted_thinking", "base64", "url",  # Anthropic's blocks
+}  # fmt: skip
 
 
 def _param(loc: tuple[int | str, ...]) -> str:
@@ -80,135 +62,12 @@ def _validation_failure(exc: ValidationError) -> ApiException:
     return bad_request(f"invalid request: {message} (at {param or 'body'})", param=param or None)
 
 
-def _refuse_unsupported(body: ChatCompletionRequest) -> None:
-    """Fields whose meaning Claude Code cannot give: refused by name, never silently ignored."""
-    if body.n is not None and body.n > 1:
-        raise bad_request("n > 1 is not supported: a Claude Code turn has one answer", param="n")
-    if body.logprobs:
-        raise bad_request("logprobs are not supported: Claude does not report them", param="logprobs")
-    if body.top_logprobs:
-        raise bad_request("top_logprobs are not supported: Claude does not report them", param="top_logprobs")
-
-
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
-    body = await _read_request(request)
-    _refuse_unsupported(body)
-    answer_format = body.response_format
-    schema = output_schema(
-        answer_format.type if answer_format else None,
-        answer_format.json_schema.schema_ if answer_format and answer_format.json_schema else None,
-        "response_format",
-    )
-    reasoning = effort(body.reasoning_effort, "reasoning_effort")
-    try:
-        model = resolve_model(body.model, default=settings.default_model, aliases=settings.model_aliases)
-    except UnknownModel as exc:
-        raise model_not_found(exc) from None
-    scope = request[SCOPE]
-    try:
-        key = conversation_key(body, request.headers.get("X-Conversation-Id"), scope)
-        plan = plan_turn(body, scope)
-    except BadConversation as exc:
-        raise bad_request(str(exc), param=exc.param) from None
+    body = await read_request(request, ChatCompletionRequest)
     writer: SSEWriter | JSONWriter
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        writer = SSEWriter(request, settings.proxy_progress, include_usage)
+        writer = SSEWriter(request, request.app[SETTINGS].proxy_progress, include_usage)
     else:
         writer = JSONWriter()
-
-    # The client will send back what it received, progress lines included: that is the transcript to record.
-    def head_after(_answer: str) -> Transcript:
-        return plan.head_after(writer.sent_text, writer.tool_calls)
-
-    parked_turns = request.app[PARKED]
-    parked = parked_turns.take(plan.history) if plan.tool_results else None
-    if parked is not None:
-        # The results of the calls a parked turn is waiting for: the same Claude turn goes on.
-        try:
-            await parked.turn.continue_with(plan.results_for(parked.calls), head_after=head_after)
-        except BadConversation as exc:
-            parked_turns.park(parked)
-            raise bad_request(str(exc), param=exc.param) from None
-        except EngineError:
-            parked_turns.park(parked)  # no slot for it now: it waits on for a retry of this request
-            raise
-        writer.turn = parked.turn
-        return await _run(writer, request, parked.turn, parked.stack, parked.events, head_after)
-    await parked_turns.release_moved_on(plan.sent, plan.said, key)
-    turn_request = TurnRequest(
-        prompt_for=plan.prompt_for,
-        key=key,
-        history=plan.history,
-        model=model,
-        model_asked=body.model or "",
-        head_after=head_after,
-        context=plan.context,
-        face="http",
-        tools=plan.tools,
-        permission_mode=settings.proxy_permission_mode,
-        output_schema=schema,
-        effort=reasoning,
-    )
-    stack = AsyncExitStack()
-    turn = await stack.enter_async_context(get_engine(request).turn(turn_request))  # fails before anything is sent
-    writer.turn = turn
-    return await _run(writer, request, turn, stack, aiter(turn), head_after)
-
-
-async def _run(
-    writer: SSEWriter | JSONWriter,
-    request: web.Request,
-    turn: Turn,
-    stack: AsyncExitStack,
-    events: AsyncIterator[TurnEvent],
-    head_after: Callable[[str], Transcript],
-) -> web.StreamResponse:
-    """Read the turn into the writer. `stack` holds the turn: leaving it leaves the turn (its slot and
-    conversation freed, with the error that ended it, if any), unless the turn is parked to wait for the
-    client's tool results, which takes the stack along. `head_after(sent)` is the history the client
-    will send back once it has what was sent."""
-    settings = request.app[SETTINGS]
-    keeper = None
-    if isinstance(writer, SSEWriter) and writer.progress_mode != "off":
-        keeper = asyncio.create_task(writer.keep_alive(turn, settings.proxy_progress_every))
-    failed_in_stream = False
-    try:
-        async with stack:
-            try:
-                async for event in events:
-                    if isinstance(event, AnswerDelta):
-                        await writer.content(event.text)
-                    elif isinstance(event, ClientToolCall):
-                        await writer.tool_call(event)
-                    elif isinstance(event, ClientToolsPending):
-                        await writer.finish("tool_calls", event.usage)
-                        # Parked with the history the client will send back: everything so far, and these calls.
-                        head = head_after(writer.sent_text)
-                        request.app[PARKED].park(ParkedTurn(turn, events, event.calls, head, stack.pop_all()))
-                        break
-                    elif isinstance(event, ToolActivity):
-                        await writer.progress(event.description)
-                    elif isinstance(event, ApprovalWaiting):
-                        await writer.progress(f"🔐 waiting for approval in Telegram: {event.description}")
-                    elif isinstance(event, ApprovalDone):
-                        await writer.progress("✅ approved" if event.decision.allow else "❌ not approved")
-                    elif isinstance(event, Reasoning):
-                        await writer.thinking(event.text)
-                    elif isinstance(event, Finished):
-                        await writer.finish("length" if event.truncated else "stop", event.usage)
-            except Exception as exc:
-                if writer.started and isinstance(writer, SSEWriter):
-                    failed_in_stream = True  # the stream ends with an error event; the turn leaves with the error
-                    if not isinstance(exc, EngineError):
-                        log.exception("stream_crashed conversation=%s", turn.key)  # a bug, or the store failed
-                    await writer.fail(exc)
-                raise  # else nothing was sent yet: the error middleware answers with a proper status
-    except Exception:
-        if not failed_in_stream:
-            raise
-    finally:
-        if keeper is not None:
-            keeper.cancel()
-    return writer.response()
+    return await serve(request, body, writer)

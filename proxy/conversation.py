@@ -84,7 +84,7 @@ class PlannedTurn:
     @property
     def tool_results(self) -> dict[str, tuple[str, bool]]:
         """The new turn's `tool` messages: call id -> (result text, is_error)."""
-        return {m.tool_call_id: (_text(m.content), False) for m in self.new if isinstance(m, ToolMessage)}
+        return {m.tool_call_id: (_text(m.content), m.is_error) for m in self.new if isinstance(m, ToolMessage)}
 
     def prompt_for(self, resuming: Conversation | None) -> list[dict[str, Any]]:
         """The user turn for the CLI: only the new messages when resuming, the history too when not."""

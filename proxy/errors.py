@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -24,6 +25,8 @@ from proxy.schema import ErrorBody, ErrorDetail
 
 log = logging.getLogger("proxy.errors")
 
+OPENAI, ANTHROPIC = "openai", "anthropic"  # the error shapes
+
 
 @dataclass(frozen=True)
 class ApiFailure:
@@ -37,9 +40,30 @@ class ApiFailure:
     def body(self) -> ErrorBody:
         return ErrorBody(error=ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code))
 
-    def response(self) -> web.Response:
+    def anthropic_body(self) -> dict[str, Any]:
+        """Anthropic's shape: its error types go by status; the field at fault is said in the message."""
+        kind = _ANTHROPIC_TYPES.get(self.status, "api_error")
+        message = f"{self.message} (at {self.param})" if self.param and self.param not in self.message else self.message
+        return {"type": "error", "error": {"type": kind, "message": message}}
+
+    def payload(self, dialect: str) -> dict[str, Any]:
+        return self.anthropic_body() if dialect == ANTHROPIC else self.body().model_dump()
+
+    def response(self, dialect: str = OPENAI) -> web.Response:
         headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
-        return web.json_response(self.body().model_dump(), status=self.status, headers=headers)
+        return web.json_response(self.payload(dialect), status=self.status, headers=headers)
+
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+    405: "invalid_request_error", 413: "request_too_large", 429: "rate_limit_error", 504: "timeout_error",
+    529: "overloaded_error",
+}  # fmt: skip
+
+
+def dialect_of(request: web.Request) -> str:
+    """Whose error shape a request gets: Anthropic's on its routes, OpenAI's everywhere else."""
+    return ANTHROPIC if request.path.startswith("/v1/messages") else OPENAI
 
 
 class ApiException(Exception):
@@ -113,18 +137,19 @@ def http_failure(exc: web.HTTPException) -> ApiFailure:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    dialect = dialect_of(request)
     try:
         return await handler(request)
     except ApiException as exc:
-        return exc.failure.response()
+        return exc.failure.response(dialect)
     except EngineError as exc:
         failure = engine_failure(exc)
         log.info("request_failed path=%s status=%s code=%s", request.path, failure.status, failure.code)
-        return failure.response()
+        return failure.response(dialect)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return http_failure(exc).response()
-    except Exception as exc:  # a bug or a broken store: logged with its traceback, answered in OpenAI's shape
+        return http_failure(exc).response(dialect)
+    except Exception as exc:  # a bug or a broken store: logged with its traceback, answered in the API's shape
         log.exception("request_crashed path=%s", request.path)
-        return failure_of(exc).response()
+        return failure_of(exc).response(dialect)

@@ -78,6 +78,7 @@ class ToolMessage(_Lenient):
     role: Literal["tool"]
     content: str | list[TextPart]
     tool_call_id: str
+    is_error: bool = False  # not OpenAI's: an Anthropic tool_result's flag, kept for Claude
 
 
 class FunctionMessage(_Lenient):

@@ -54,9 +54,11 @@ def completion_usage(usage: Usage | None) -> CompletionUsage:
 
 
 class Writer:
-    """What both writers share: the model to report, and the content and calls sent so far."""
+    """What every writer of a turn's answer takes (each dialect has a whole one and a streamed one), and what
+    they share: the model to report, and the content and calls sent so far."""
 
     started = False
+    streaming = False  # an SSE answer: it starts with the first output and fails in-stream after that
 
     def __init__(self) -> None:
         self.turn: Turn | None = None
@@ -78,9 +80,34 @@ class Writer:
         """A turn continued after tool results must not begin its answer with the blank line between blocks."""
         return text if self._sent else text.lstrip("\n")
 
+    async def content(self, text: str) -> None:
+        raise NotImplementedError
 
-class JSONWriter(Writer):
-    """Collects the answer; `response()` is the whole chat completion. Failures become HTTP statuses."""
+    async def tool_call(self, call: ClientToolCall) -> None:
+        raise NotImplementedError
+
+    async def progress(self, line: str) -> None:
+        """What Claude is doing (a tool, an approval): for the client's eyes and its idle watchdog."""
+
+    async def thinking(self, text: str) -> None:
+        """Claude's thinking, for a client that shows it."""
+
+    async def finish(self, reason: FinishReason, usage: Usage | None) -> None:
+        raise NotImplementedError
+
+    async def fail(self, error: BaseException) -> None:
+        """After the first byte of a stream, a failure is told in the stream."""
+        raise NotImplementedError
+
+    async def keep_alive(self, turn: Turn, every: float) -> None:
+        """Runs beside a streamed turn: says the turn is still at work during its silences."""
+
+    def response(self) -> web.StreamResponse:
+        raise NotImplementedError
+
+
+class WholeWriter(Writer):
+    """Collects the answer for one JSON response (each dialect shapes it); failures become HTTP statuses."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -94,15 +121,13 @@ class JSONWriter(Writer):
     async def tool_call(self, call: ClientToolCall) -> None:
         self.tool_calls.append(call)
 
-    async def progress(self, line: str) -> None:
-        pass
-
-    async def thinking(self, text: str) -> None:
-        pass
-
     async def finish(self, reason: FinishReason, usage: Usage | None) -> None:
         self.finished = True
         self._finish, self._usage = reason, usage
+
+
+class JSONWriter(WholeWriter):
+    """The whole chat completion."""
 
     def response(self) -> web.StreamResponse:
         calls = [
@@ -118,18 +143,19 @@ class JSONWriter(Writer):
         return web.json_response(completion.model_dump(mode="json"))
 
 
-class SSEWriter(Writer):
-    """One SSE answer. Started lazily, so failures before any output get a proper HTTP status."""
+class StreamWriter(Writer):
+    """What the SSE writers of every dialect share: a response prepared with the first output (so failures
+    before it get a proper HTTP status), serialised writes, and notes during the turn's silences."""
 
-    def __init__(self, request: web.Request, progress: str, include_usage: bool) -> None:
+    streaming = True
+
+    def __init__(self, request: web.Request, progress: str) -> None:
         super().__init__()
         self._request = request
         self.progress_mode = progress
-        self._include_usage = include_usage
         self._response: web.StreamResponse | None = None
         self.last_write = time.monotonic()
         self._write_lock = asyncio.Lock()
-        self._content_frame: tuple[str, bytes, bytes] | None = None  # (model, before, after) of a content chunk
 
     @property
     def started(self) -> bool:  # type: ignore[override]
@@ -141,13 +167,53 @@ class SSEWriter(Writer):
             await self._response.write(data)
         self.last_write = time.monotonic()
 
-    async def start(self) -> None:
+    async def _prepare(self) -> bool:
+        """Send the headers, once; True the first time."""
         if self._response is not None:
-            return
+            return False
         response = web.StreamResponse(headers=SSE_HEADERS)
         await response.prepare(self._request)
         self._response = response
-        await self.chunk(Delta(role="assistant", content=""))
+        return True
+
+    def response(self) -> web.StreamResponse:
+        assert self._response is not None
+        return self._response
+
+    @property
+    def notes_silence(self) -> bool:
+        """Whether the keep-alive has anything to say (OpenAI's stream: only when progress is shown)."""
+        return self.progress_mode != "off"
+
+    async def keep_alive(self, turn: Turn, every: float) -> None:
+        """During silences (a long tool run, a long think), say that the turn is still at work."""
+        if not self.notes_silence:
+            return
+        last_tool = ""
+        while not self.finished:
+            await asyncio.sleep(min(every / 3, 1.0))
+            if self.finished or turn.awaiting_client:
+                continue
+            if time.monotonic() - self.last_write >= every:
+                if turn.asking is not None:
+                    await self.progress(f"… waiting for approval in Telegram ({turn.asking.tool})")
+                    continue
+                last_tool = turn.last_tool or last_tool
+                doing = f"; last: {last_tool}" if last_tool else ""
+                await self.progress(f"… still working ({format_duration(turn.elapsed)}{doing})")
+
+
+class SSEWriter(StreamWriter):
+    """One chat completion as SSE chunks."""
+
+    def __init__(self, request: web.Request, progress: str, include_usage: bool) -> None:
+        super().__init__(request, progress)
+        self._include_usage = include_usage
+        self._content_frame: tuple[str, bytes, bytes] | None = None  # (model, before, after) of a content chunk
+
+    async def start(self) -> None:
+        if await self._prepare():
+            await self.chunk(Delta(role="assistant", content=""))
 
     async def content(self, text: str) -> None:
         """A content delta. The hot path: the chunk is rendered once by the schema, then reused as a frame."""
@@ -224,22 +290,3 @@ class SSEWriter(Writer):
         assert self._response is not None
         await self._write(b"data: [DONE]\n\n")
         await self._response.write_eof()
-
-    def response(self) -> web.StreamResponse:
-        assert self._response is not None
-        return self._response
-
-    async def keep_alive(self, turn: Turn, every: float) -> None:
-        """During silences (a long tool run, a long think), say that the turn is still at work."""
-        last_tool = ""
-        while not self.finished:
-            await asyncio.sleep(min(every / 3, 1.0))
-            if self.finished or turn.awaiting_client:
-                continue
-            if time.monotonic() - self.last_write >= every:
-                if turn.asking is not None:
-                    await self.progress(f"… waiting for approval in Telegram ({turn.asking.tool})")
-                    continue
-                last_tool = turn.last_tool or last_tool
-                doing = f"; last: {last_tool}" if last_tool else ""
-                await self.progress(f"… still working ({format_duration(turn.elapsed)}{doing})")

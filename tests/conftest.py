@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anthropic
 import openai
 import pytest
 from aiohttp import web
@@ -141,7 +142,7 @@ class Daemon:
     app: web.Application
     settings: Settings
     mark: str
-    clients: list[openai.AsyncOpenAI] = field(default_factory=list)
+    clients: list[openai.AsyncOpenAI | anthropic.AsyncAnthropic] = field(default_factory=list)
 
     @property
     def engine(self) -> Engine:
@@ -160,6 +161,12 @@ class Daemon:
 
     def client(self, api_key: str = "sk-anything", **kwargs: object) -> openai.AsyncOpenAI:
         client = openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, **kwargs)  # type: ignore[arg-type]
+        self.clients.append(client)
+        return client
+
+    def anthropic(self, api_key: str | None = "sk-anything", **kwargs: object) -> anthropic.AsyncAnthropic:
+        """The official Anthropic SDK, pointed at the daemon (its own base URL: the SDK adds /v1/messages)."""
+        client = anthropic.AsyncAnthropic(base_url=self.url, api_key=api_key, max_retries=0, **kwargs)  # type: ignore[arg-type]
         self.clients.append(client)
         return client
 

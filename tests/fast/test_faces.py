@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from aiohttp import web
@@ -167,6 +168,69 @@ async def test_client_tool_calls_go_out_and_their_results_continue_the_same_turn
     (turn,) = face.engine.started
     assert turn.results == [{"call_1": ("18C", False)}], "the same turn got the client's result"
     assert first.usage is not None and first.usage.prompt_tokens == 3 and second.usage is not None
+
+
+# -- HTTP, Anthropic's dialect ------------------------------------------------------------------------
+
+
+def wire_events(wire: str) -> list[dict[str, Any]]:
+    return [json.loads(line[len("data: ") :]) for line in wire.splitlines() if line.startswith("data: ")]
+
+
+async def post_messages(face: Face, body: dict[str, Any]) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.post(f"{face.url}/v1/messages", json=body) as response:
+        return response.status, (await response.read()).decode()
+
+
+async def test_messages_stream_blocks_by_kind_with_progress_as_thinking(start: Callable[..., Any]) -> None:
+    script = [Reasoning("pondering"), ToolActivity("Bash", "💻 Bash: ls"), AnswerDelta("Do"), AnswerDelta("ne."),
+              done("Done.")]  # fmt: skip
+    face: Face = await start([script, script], proxy_progress="reasoning")
+    body = {**ask(), "max_tokens": 99, "stream": True, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    status, wire = await post_messages(face, body)
+    events = wire_events(wire)
+    assert status == 200 and events[0]["type"] == "message_start" and events[-1]["type"] == "message_stop"
+    starts = [e["content_block"]["type"] for e in events if e["type"] == "content_block_start"]
+    assert starts == ["thinking", "text"], "thinking and progress in one thinking block, then the answer"
+    deltas = [e["delta"] for e in events if e["type"] == "content_block_delta"]
+    assert "".join(d.get("thinking", "") for d in deltas) == "pondering💻 Bash: ls\n"
+    assert "".join(d.get("text", "") for d in deltas) == "Done."
+    (stop,) = [e for e in events if e["type"] == "message_delta"]
+    assert stop["delta"]["stop_reason"] == "end_turn" and stop["usage"]["output_tokens"] == 2
+    # Without thinking asked for, neither thinking nor progress shows: a ping marks the tool.
+    status, wire = await post_messages(face, {**ask("again"), "stream": True})
+    assert [e["content_block"]["type"] for e in wire_events(wire) if e["type"] == "content_block_start"] == ["text"]
+    assert wire.count("event: ping") == 2, "one at the start, one for the tool"
+
+
+async def test_messages_failures_in_anthropics_shape_before_and_after_the_first_byte(
+    start: Callable[..., Any],
+) -> None:
+    face: Face = await start([
+        [Refuse(Saturated("all 1 Claude Code slots are busy", retry_after=7))],
+        [AnswerDelta("partial"), StoreError("disk full")],
+    ])  # fmt: skip
+    async with aiohttp.ClientSession() as http, http.post(f"{face.url}/v1/messages", json=ask()) as response:
+        assert response.status == 429 and response.headers["Retry-After"] == "7"
+        assert (await response.json())["error"]["type"] == "rate_limit_error"
+    status, wire = await post_messages(face, {**ask(), "stream": True})
+    events = wire_events(wire)
+    assert status == 200 and events[-1]["type"] == "error" and events[-1]["error"]["type"] == "api_error"
+    assert "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta") == "partial"
+
+
+async def test_messages_client_tool_calls_are_tool_use_blocks(start: Callable[..., Any]) -> None:
+    call = ClientToolCall("toolu_1", "get_weather", '{"city": "Oslo"}')
+    face: Face = await start([[AnswerDelta("Let me look."), call, ClientToolsPending((call,), Usage(output_tokens=1))]])
+    tool = {"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+    async with aiohttp.ClientSession() as http, http.post(
+        f"{face.url}/v1/messages", json={**ask(), "tools": [tool]}
+    ) as response:  # fmt: skip
+        message = await response.json()
+    assert message["stop_reason"] == "tool_use"
+    assert message["content"] == [{"type": "text", "text": "Let me look."},
+                                  {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                                   "input": {"city": "Oslo"}}]  # fmt: skip
 
 
 # -- Telegram --------------------------------------------------------------------------------------
