@@ -13,6 +13,9 @@ OPENCLAW_VERSION := 2026.9.6
 OPENCLAW_NODE_VERSION := 24.22.3
 OPENCLAW_DIR := .cache/openclaw-$(OPENCLAW_VERSION)
 OPENCLAW := $(OPENCLAW_DIR)/node_modules/openclaw/openclaw.mjs
+# The real Codex CLI, for the Responses API's tests.
+CODEX_VERSION := 0.171.0
+CODEX := .cache/codex-$(CODEX_VERSION)/node_modules/.bin/codex
 
 .PHONY: serve test test-fast lint bench clean
 
@@ -39,6 +42,10 @@ $(OPENCLAW):
 	npm install --silent --no-fund --no-audit --save-exact --prefix $(OPENCLAW_DIR) openclaw@$(OPENCLAW_VERSION)
 	$(OPENCLAW_DIR)/node_modules/.bin/node $(OPENCLAW) --version
 
+$(CODEX):
+	npm install --silent --no-fund --no-audit --save-exact --prefix .cache/codex-$(CODEX_VERSION) @openai/codex@$(CODEX_VERSION)
+	$(CODEX) --version
+
 $(JS_CLIENT): tests/js/package.json tests/js/package-lock.json
 	npm ci --silent --no-fund --no-audit --prefix tests/js
 	touch $@
@@ -51,7 +58,7 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict core proxy bot claude_max
 
-test: $(VENV)/.test-installed $(TEST_CLI) $(JS_CLIENT) $(OPENCLAW) lint
+test: $(VENV)/.test-installed $(TEST_CLI) $(JS_CLIENT) $(OPENCLAW) $(CODEX) lint
 	CLAUDE_MAX_TEST_CLI=$(abspath $(TEST_CLI)) $(BIN)/pytest -q
 
 # The fast lane alone: no node, no CLI (tests/fast; about 10 s).

@@ -33,7 +33,7 @@ from core.errors import (
 from core.events import Usage
 from core.images import image_block, image_block_from_bytes
 from core.models import listed_models, resolve_model
-from core.store import Conversation, SessionStore
+from core.store import Conversation, SessionStore, StoredResponse
 from core.transcript import Exchange, Transcript, digest
 from core.turn import Prompt, Turn, TurnRequest
 from core.turn_events import (
@@ -82,6 +82,7 @@ __all__ = [
     "SettingsError",
     "ShuttingDown",
     "StoreError",
+    "StoredResponse",
     "ToolActivity",
     "Transcript",
     "Turn",

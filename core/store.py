@@ -8,6 +8,7 @@ lookup key; `context` is a fingerprint of the client instructions last sent into
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections import OrderedDict
@@ -55,6 +56,17 @@ class UsageRow:
     completion_tokens: int
     cached_tokens: int
     cost_usd: float
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """A Responses API answer kept for `previous_response_id`: the items it added to its conversation
+    (the request's input, then its output), and the response it followed."""
+
+    id: str
+    scope: str  # the API key's: a response is found only by requests of the same key
+    previous: str | None
+    items: list[Any]
 
 
 @dataclass(frozen=True)
@@ -128,12 +140,27 @@ async def _m4_permission_modes(db: aiosqlite.Connection) -> None:
     await db.execute("CREATE TABLE permission_modes (key TEXT PRIMARY KEY, mode TEXT NOT NULL)")
 
 
+async def _m5_responses(db: aiosqlite.Connection) -> None:
+    await db.execute(
+        """
+        CREATE TABLE responses (
+            id TEXT PRIMARY KEY,
+            scope TEXT NOT NULL,
+            previous TEXT,
+            items TEXT NOT NULL,
+            created_at REAL NOT NULL
+        )
+        """
+    )
+
+
 # Numbered migrations; applied names are kept in the `migrations` table. Append only.
 MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] = [
     ("m001_conversations", _m1_conversations),
     ("m002_ledger_and_preferences", _m2_ledger_and_preferences),
     ("m003_transcripts", _m3_transcripts),
     ("m004_permission_modes", _m4_permission_modes),
+    ("m005_responses", _m5_responses),
 ]
 
 
@@ -323,6 +350,29 @@ class SessionStore:
                 (key, value, value),
             )
         await self.db.commit()
+
+    async def keep_response(self, response: StoredResponse) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO responses (id, scope, previous, items, created_at) VALUES (?, ?, ?, ?, ?)",
+            (response.id, response.scope, response.previous, json.dumps(response.items), time.time()),
+        )
+        await self.db.commit()
+
+    async def response_chain(self, response_id: str, scope: str) -> list[StoredResponse] | None:
+        """The response and the ones it followed, oldest first; None when it is unknown to this scope."""
+        chain: list[StoredResponse] = []
+        seen: set[str] = set()
+        next_id: str | None = response_id
+        while next_id is not None and next_id not in seen:
+            seen.add(next_id)
+            query = "SELECT id, scope, previous, items FROM responses WHERE id = ?"
+            async with self.db.execute(query, (next_id,)) as cursor:
+                row = await cursor.fetchone()
+            if row is None or row[1] != scope:
+                return None if not chain else chain[::-1]  # (an ancestor pruned away: what is left)
+            chain.append(StoredResponse(row[0], row[1], row[2], json.loads(row[3])))
+            next_id = row[2]
+        return chain[::-1]
 
     async def ping(self) -> None:
         async with self.db.execute("SELECT 1") as cursor:

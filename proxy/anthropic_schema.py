@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from proxy.errors import bad_request
 from proxy.formats import output_schema
@@ -22,6 +22,7 @@ from proxy.schema import (
     ImagePart,
     ImageURL,
     JSONSchemaFormat,
+    Lenient,
     Message,
     ResponseFormat,
     SystemMessage,
@@ -32,52 +33,48 @@ from proxy.schema import (
 )
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class TextBlock(_Lenient):
+class TextBlock(Lenient):
     type: Literal["text"]
     text: str
 
 
-class Base64Source(_Lenient):
+class Base64Source(Lenient):
     type: Literal["base64"]
     media_type: str
     data: str
 
 
-class URLSource(_Lenient):
+class URLSource(Lenient):
     type: Literal["url"]
     url: str
 
 
-class ImageBlock(_Lenient):
+class ImageBlock(Lenient):
     type: Literal["image"]
     source: Annotated[Base64Source | URLSource, Field(discriminator="type")]
 
 
-class ToolUseBlock(_Lenient):
+class ToolUseBlock(Lenient):
     type: Literal["tool_use"]
     id: str
     name: str
     input: dict[str, Any] = Field(default_factory=dict)
 
 
-class ToolResultBlock(_Lenient):
+class ToolResultBlock(Lenient):
     type: Literal["tool_result"]
     tool_use_id: str
     content: str | list[Annotated[TextBlock | ImageBlock, Field(discriminator="type")]] = ""
     is_error: bool = False
 
 
-class ThinkingBlock(_Lenient):
+class ThinkingBlock(Lenient):
     type: Literal["thinking"]
     thinking: str = ""
     signature: str = ""
 
 
-class RedactedThinkingBlock(_Lenient):
+class RedactedThinkingBlock(Lenient):
     type: Literal["redacted_thinking"]
     data: str = ""
 
@@ -88,24 +85,24 @@ Block = Annotated[
 ]
 
 
-class AnthropicMessage(_Lenient):
+class AnthropicMessage(Lenient):
     role: Literal["user", "assistant"]
     content: str | list[Block]
 
 
-class AnthropicTool(_Lenient):
+class AnthropicTool(Lenient):
     name: str
     type: str | None = None  # absent or "custom" for the client's own tools; server tools have dated types
     description: str | None = None
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
 
 
-class ThinkingConfig(_Lenient):
+class ThinkingConfig(Lenient):
     type: str
     budget_tokens: int | None = None
 
 
-class MessagesRequest(_Lenient):
+class MessagesRequest(Lenient):
     model: str
     messages: list[AnthropicMessage] = Field(min_length=1)
     max_tokens: int | None = None  # accepted: the CLI decides the output length

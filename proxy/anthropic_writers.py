@@ -10,18 +10,15 @@ thinking is a thinking block when the client asked for thinking; the client's to
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from typing import Any
 
 from aiohttp import web
 
 from core import ClientToolCall, Usage
-from proxy.errors import failure_of
+from proxy.errors import ApiFailure
 from proxy.schema import FinishReason
 from proxy.writers import StreamWriter, WholeWriter
-
-log = logging.getLogger("proxy.writers")
 
 STOP_REASONS: dict[FinishReason, str] = {
     "stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "content_filter": "refusal",
@@ -163,11 +160,7 @@ class MessageStreamWriter(StreamWriter):
         await self._event("message_stop", {})
         await self.response().write_eof()
 
-    async def fail(self, error: BaseException) -> None:
-        """After the first byte, a failure is an `error` event in Anthropic's shape, and the stream ends."""
-        self.finished = True
-        failure = failure_of(error)
-        log.info("stream_failed status=%s code=%s", failure.status, failure.code)
+    async def _failed(self, failure: ApiFailure) -> None:
+        """An `error` event in Anthropic's shape."""
         await self._close()
         await self._event("error", {"error": failure.anthropic_body()["error"]})
-        await self.response().write_eof()

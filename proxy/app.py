@@ -17,6 +17,7 @@ from proxy.keys import ENGINE, METRICS, PARKED, SETTINGS, get_engine
 from proxy.messages import count_tokens, messages
 from proxy.metrics import Metrics
 from proxy.parked import ParkedTurns
+from proxy.responses import responses
 from proxy.schema import ModelCard, ModelList
 from proxy.security import auth_middleware, body_limit_middleware, origin_middleware
 
@@ -108,6 +109,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/models/{model:.+}", model)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/responses", responses)
     app.router.add_post("/v1/messages/count_tokens", count_tokens)
     app.router.add_get("/metrics", lambda request: request.app[METRICS].handler(request))
     return app

@@ -33,7 +33,7 @@ from core import (
     resolve_model,
 )
 from proxy.conversation import BadConversation, conversation_key, plan_turn
-from proxy.errors import bad_request, model_not_found
+from proxy.errors import ApiException, bad_request, model_not_found
 from proxy.formats import effort, output_schema
 from proxy.keys import PARKED, SCOPE, SETTINGS, get_engine
 from proxy.parked import ParkedTurn
@@ -53,8 +53,19 @@ def _refuse_unsupported(body: ChatCompletionRequest) -> None:
         raise bad_request("top_logprobs are not supported: Claude does not report them", param="top_logprobs")
 
 
-async def serve(request: web.Request, body: ChatCompletionRequest, writer: Writer) -> web.StreamResponse:
-    """Answer `body` through `writer`: a new turn, or the parked turn whose tool results it brings."""
+async def serve(
+    request: web.Request, body: ChatCompletionRequest, writer: Writer, messages_param: str | None = None
+) -> web.StreamResponse:
+    """Answer `body` through `writer`: a new turn, or the parked turn whose tool results it brings.
+    `messages_param` is what a dialect that is not chat completions calls its messages, for errors
+    that point into them (their positions are those of the translated messages, so they are left out)."""
+
+    def refused(exc: BadConversation) -> ApiException:
+        param = exc.param
+        if messages_param is not None and param is not None and param.startswith("messages"):
+            param = messages_param
+        return bad_request(str(exc), param=param)
+
     settings = request.app[SETTINGS]
     _refuse_unsupported(body)
     answer_format = body.response_format
@@ -73,7 +84,7 @@ async def serve(request: web.Request, body: ChatCompletionRequest, writer: Write
         key = conversation_key(body, request.headers.get("X-Conversation-Id"), scope)
         plan = plan_turn(body, scope)
     except BadConversation as exc:
-        raise bad_request(str(exc), param=exc.param) from None
+        raise refused(exc) from None
 
     # The client will send back what it received, progress lines included: that is the transcript to record.
     def head_after(_answer: str) -> Transcript:
@@ -87,7 +98,7 @@ async def serve(request: web.Request, body: ChatCompletionRequest, writer: Write
             await parked.turn.continue_with(plan.results_for(parked.calls), head_after=head_after)
         except BadConversation as exc:
             parked_turns.park(parked)
-            raise bad_request(str(exc), param=exc.param) from None
+            raise refused(exc) from None
         except EngineError:
             parked_turns.park(parked)  # no slot for it now: it waits on for a retry of this request
             raise

@@ -26,7 +26,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         writer = MessageStreamWriter(request, request.app[SETTINGS].proxy_progress, body.shows_thinking)
     else:
         writer = MessageWriter(body.shows_thinking)
-    return await serve(request, chat, writer)
+    return await serve(request, chat, writer, messages_param="messages")
 
 
 async def count_tokens(request: web.Request) -> web.Response:

@@ -13,29 +13,31 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 
-class _Lenient(BaseModel):
+class Lenient(BaseModel):
+    """Unknown fields are kept and ignored: clients send more than any one proxy reads."""
+
     model_config = ConfigDict(extra="allow")
 
 
 # -- request ----------------------------------------------------------------------
 
 
-class TextPart(_Lenient):
+class TextPart(Lenient):
     type: Literal["text"]
     text: str
 
 
-class ImageURL(_Lenient):
+class ImageURL(Lenient):
     url: str
     detail: str | None = None
 
 
-class ImagePart(_Lenient):
+class ImagePart(Lenient):
     type: Literal["image_url"]
     image_url: ImageURL
 
 
-class RefusalPart(_Lenient):
+class RefusalPart(Lenient):
     type: Literal["refusal"]
     refusal: str
 
@@ -43,30 +45,30 @@ class RefusalPart(_Lenient):
 ContentPart = Annotated[TextPart | ImagePart | RefusalPart, Field(discriminator="type")]
 
 
-class FunctionCall(_Lenient):
+class FunctionCall(Lenient):
     name: str
     arguments: str = ""
 
 
-class ToolCall(_Lenient):
+class ToolCall(Lenient):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class SystemMessage(_Lenient):
+class SystemMessage(Lenient):
     role: Literal["system", "developer"]
     content: str | list[TextPart]
     name: str | None = None
 
 
-class UserMessage(_Lenient):
+class UserMessage(Lenient):
     role: Literal["user"]
     content: str | list[ContentPart]
     name: str | None = None
 
 
-class AssistantMessage(_Lenient):
+class AssistantMessage(Lenient):
     role: Literal["assistant"]
     content: str | list[ContentPart] | None = None
     tool_calls: list[ToolCall] | None = None
@@ -74,14 +76,14 @@ class AssistantMessage(_Lenient):
     name: str | None = None
 
 
-class ToolMessage(_Lenient):
+class ToolMessage(Lenient):
     role: Literal["tool"]
     content: str | list[TextPart]
     tool_call_id: str
     is_error: bool = False  # not OpenAI's: an Anthropic tool_result's flag, kept for Claude
 
 
-class FunctionMessage(_Lenient):
+class FunctionMessage(Lenient):
     role: Literal["function"]
     content: str | None = None
     name: str
@@ -92,23 +94,23 @@ Message = Annotated[
 ]
 
 
-class StreamOptions(_Lenient):
+class StreamOptions(Lenient):
     include_usage: bool = False
 
 
-class JSONSchemaFormat(_Lenient):
+class JSONSchemaFormat(Lenient):
     name: str | None = None
     schema_: Any = Field(default=None, alias="schema")
     strict: bool | None = None
     description: str | None = None
 
 
-class ResponseFormat(_Lenient):
+class ResponseFormat(Lenient):
     type: str
     json_schema: JSONSchemaFormat | None = None
 
 
-class ChatCompletionRequest(_Lenient):
+class ChatCompletionRequest(Lenient):
     model: str | None = None
     messages: list[Message] = Field(min_length=1)
     stream: bool = False

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from core import ClientToolCall, Turn, Usage, format_duration
-from proxy.errors import failure_of
+from proxy.errors import ApiFailure, failure_of
 from proxy.schema import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -180,6 +180,17 @@ class StreamWriter(Writer):
         assert self._response is not None
         return self._response
 
+    async def fail(self, error: BaseException) -> None:
+        """After the first byte, a failure is told in the stream (in the dialect's shape), and the stream ends."""
+        self.finished = True
+        failure = failure_of(error)
+        log.info("stream_failed status=%s code=%s", failure.status, failure.code)
+        await self._failed(failure)
+        await self.response().write_eof()
+
+    async def _failed(self, failure: ApiFailure) -> None:
+        raise NotImplementedError
+
     @property
     def notes_silence(self) -> bool:
         """Whether the keep-alive has anything to say (OpenAI's stream: only when progress is shown)."""
@@ -278,13 +289,10 @@ class SSEWriter(StreamWriter):
             await self.send(last.model_dump(mode="json"))
         await self._done()
 
-    async def fail(self, error: BaseException) -> None:
-        """After the first byte, a failure is an error event in the stream, then [DONE]."""
-        self.finished = True
-        failure = failure_of(error)
-        log.info("stream_failed status=%s code=%s", failure.status, failure.code)
+    async def _failed(self, failure: ApiFailure) -> None:
+        """An OpenAI-shaped error event, then [DONE]."""
         await self.send(failure.body().model_dump(mode="json"))
-        await self._done()
+        await self._write(b"data: [DONE]\n\n")
 
     async def _done(self) -> None:
         assert self._response is not None

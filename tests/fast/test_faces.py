@@ -233,6 +233,53 @@ async def test_messages_client_tool_calls_are_tool_use_blocks(start: Callable[..
                                    "input": {"city": "Oslo"}}]  # fmt: skip
 
 
+# -- HTTP, the Responses API ------------------------------------------------------------------------
+
+
+async def post_responses(face: Face, body: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
+    async with aiohttp.ClientSession() as http, http.post(f"{face.url}/v1/responses", json=body) as response:
+        raw = (await response.read()).decode()
+        if not body.get("stream"):
+            return response.status, [json.loads(raw)]
+        return response.status, wire_events(raw)
+
+
+async def test_responses_stream_items_by_kind_and_numbers_every_event(start: Callable[..., Any]) -> None:
+    script = [Reasoning("pondering"), ToolActivity("Bash", "💻 Bash: ls"), AnswerDelta("Do"), AnswerDelta("ne."),
+              done("Done.")]  # fmt: skip
+    face: Face = await start([script], proxy_progress="reasoning")
+    status, events = await post_responses(face, {"model": "sonnet", "input": "hi", "stream": True})
+    assert status == 200 and [e["sequence_number"] for e in events] == list(range(len(events)))
+    added = [e["item"]["type"] for e in events if e["type"] == "response.output_item.added"]
+    assert added == ["reasoning", "message"], "thinking and progress in one reasoning item, then the answer"
+    final = events[-1]
+    assert final["type"] == "response.completed" and final["response"]["status"] == "completed"
+    output = final["response"]["output"]
+    assert output[0]["summary"] == [{"type": "summary_text", "text": "pondering💻 Bash: ls\n"}]
+    assert output[1]["content"][0]["text"] == "Done." and final["response"]["usage"]["output_tokens"] == 2
+
+
+async def test_responses_custom_tool_calls_carry_their_input(start: Callable[..., Any]) -> None:
+    call = ClientToolCall("call_1", "apply_patch", json.dumps({"input": "*** Begin Patch"}))
+    face: Face = await start([[call, ClientToolsPending((call,), Usage(output_tokens=1))]])
+    tool = {"type": "custom", "name": "apply_patch", "description": "Edit files",
+            "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}  # fmt: skip
+    status, (response,) = await post_responses(face, {"model": "sonnet", "input": "patch it", "tools": [tool]})
+    assert status == 200
+    (item,) = response["output"]
+    assert (item["type"], item["call_id"], item["input"]) == ("custom_tool_call", "call_1", "*** Begin Patch")
+    (offered,) = face.engine.requests[0].tools
+    assert offered.schema["required"] == ["input"] and "start: /.+/" in offered.description
+
+
+async def test_responses_a_failure_midway_is_response_failed(start: Callable[..., Any]) -> None:
+    face: Face = await start([[AnswerDelta("partial"), UpstreamError("overloaded", status=529)]])
+    status, events = await post_responses(face, {"model": "sonnet", "input": "hi", "stream": True})
+    assert status == 200 and events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"]["code"] == "upstream_error"
+    assert next(e for e in events if e["type"] == "response.output_text.delta")["delta"] == "partial"
+
+
 # -- Telegram --------------------------------------------------------------------------------------
 
 
