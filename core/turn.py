@@ -107,6 +107,7 @@ class TurnRequest:
     face: str = "http"
     tools: tuple[ClientTool, ...] = ()  # the client's own tools, offered to Claude over MCP
     permission_mode: str = ""  # `ask` or one of the CLI's modes; empty: CLAUDE_PERMISSION_MODE
+    dialect: str = ""  # the API the face speaks (chat, responses, messages), for metrics and logs
     output_schema: str = ""  # a JSON Schema (JSON text): the answer is an instance of it, as JSON text
     effort: str = ""  # the CLI's --effort (low, medium, high, xhigh, max); empty: the CLI's default
     # Wait for a CLI slot as long as it takes (in arrival order with every other turn) instead of QUEUE_WAIT:
@@ -689,9 +690,10 @@ class Turn:
         result = self.result
         usage = result.usage if result else None
         log.info(
-            "turn face=%s conversation=%s session=%s model=%s resumed=%s process=%s outcome=%s duration_ms=%d "
-            "prompt_tokens=%s completion_tokens=%s cost_usd=%s",
+            "turn face=%s dialect=%s conversation=%s session=%s model=%s resumed=%s process=%s outcome=%s "
+            "duration_ms=%d prompt_tokens=%s completion_tokens=%s cost_usd=%s",
             self.request.face,
+            self.request.dialect or self.request.face,
             self.key,
             self.session_id,
             self.model_answering,

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -53,15 +54,26 @@ def _refuse_unsupported(body: ChatCompletionRequest) -> None:
         raise bad_request("top_logprobs are not supported: Claude does not report them", param="top_logprobs")
 
 
+@dataclass(frozen=True)
+class Dialect:
+    """An HTTP API the face speaks. `messages_param` is what a dialect other than chat completions calls
+    its messages, for errors that point into them (their positions are the translated messages', so they
+    are left out)."""
+
+    name: str
+    messages_param: str | None = None
+
+
+CHAT, RESPONSES, MESSAGES = Dialect("chat"), Dialect("responses", "input"), Dialect("messages", "messages")
+
+
 async def serve(
-    request: web.Request, body: ChatCompletionRequest, writer: Writer, messages_param: str | None = None
+    request: web.Request, body: ChatCompletionRequest, writer: Writer, dialect: Dialect = CHAT
 ) -> web.StreamResponse:
-    """Answer `body` through `writer`: a new turn, or the parked turn whose tool results it brings.
-    `messages_param` is what a dialect that is not chat completions calls its messages, for errors
-    that point into them (their positions are those of the translated messages, so they are left out)."""
+    """Answer `body` through `writer`: a new turn, or the parked turn whose tool results it brings."""
 
     def refused(exc: BadConversation) -> ApiException:
-        param = exc.param
+        param, messages_param = exc.param, dialect.messages_param
         if messages_param is not None and param is not None and param.startswith("messages"):
             param = messages_param
         return bad_request(str(exc), param=param)
@@ -114,6 +126,7 @@ async def serve(
         head_after=head_after,
         context=plan.context,
         face="http",
+        dialect=dialect.name,
         tools=plan.tools,
         permission_mode=settings.proxy_permission_mode,
         output_schema=schema,

@@ -11,7 +11,7 @@ from aiohttp import web
 from proxy.anthropic_schema import MessagesRequest, to_chat
 from proxy.anthropic_writers import MessageStreamWriter, MessageWriter
 from proxy.chat import read_request
-from proxy.dialogue import serve
+from proxy.dialogue import MESSAGES, serve
 from proxy.keys import SETTINGS
 from proxy.writers import Writer
 
@@ -26,7 +26,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         writer = MessageStreamWriter(request, request.app[SETTINGS].proxy_progress, body.shows_thinking)
     else:
         writer = MessageWriter(body.shows_thinking)
-    return await serve(request, chat, writer, messages_param="messages")
+    return await serve(request, chat, writer, MESSAGES)
 
 
 async def count_tokens(request: web.Request) -> web.Response:

@@ -38,11 +38,12 @@ class Metrics:
             "claude_max_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry
         )
         self.turns = Counter(
-            "claude_max_turns", "Turns by face and outcome", ["face", "outcome"], registry=self.registry
-        )
+            "claude_max_turns", "Turns by face, dialect (the HTTP API; the face's name otherwise) and outcome",
+            ["face", "dialect", "outcome"], registry=self.registry,
+        )  # fmt: skip
         self.first_token = Histogram(
             "claude_max_time_to_first_token_seconds", "Seconds from a turn's start to its first answer text",
-            ["face"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+            ["face", "dialect"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.duration = Histogram(
             "claude_max_turn_duration_seconds", "Seconds a turn took", ["face", "outcome"],
@@ -63,10 +64,11 @@ class Metrics:
 
     async def _turn_ended(self, turn: Turn, error: BaseException | None) -> None:
         face = turn.request.face
-        self.turns.labels(face, turn.outcome).inc()
+        dialect = turn.request.dialect or face
+        self.turns.labels(face, dialect, turn.outcome).inc()
         self.duration.labels(face, turn.outcome).observe(turn.elapsed)
         if turn.first_token_after is not None:
-            self.first_token.labels(face).observe(turn.first_token_after)
+            self.first_token.labels(face, dialect).observe(turn.first_token_after)
         usage = turn.usage
         if usage is not None:
             model = turn.model_answering

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from core import StoredResponse
 from proxy.chat import read_request
-from proxy.dialogue import serve
+from proxy.dialogue import RESPONSES, serve
 from proxy.errors import ApiException, ApiFailure
 from proxy.keys import SCOPE, SETTINGS, get_engine
 from proxy.responses_schema import ResponsesRequest, translate
@@ -66,4 +66,4 @@ async def responses(request: web.Request) -> web.StreamResponse:
         writer = ResponseStreamWriter(request, request.app[SETTINGS].proxy_progress, shape)
     else:
         writer = ResponseWriter(shape)
-    return await serve(request, translated.chat, writer, messages_param="input")
+    return await serve(request, translated.chat, writer, RESPONSES)

@@ -434,5 +434,5 @@ async def test_saturated_requests_get_429_with_retry_after(
     # Refused turns are counted like any other, under a label of the fixed set.
     async with aiohttp.ClientSession() as session, session.get(f"{daemon.url}/metrics") as response:
         metrics = await response.text()
-    assert f'claude_max_turns_total{{face="http",outcome="saturated"}} {float(len(refused))}' in metrics
+    assert f'claude_max_turns_total{{dialect="chat",face="http",outcome="saturated"}} {float(len(refused))}' in metrics
     await assert_serves(daemon)

@@ -282,11 +282,11 @@ async def test_metrics_tell_what_ran(start_daemon: Callable[..., object]) -> Non
         for _ in range(100):  # turn metrics are taken when the turn has ended, just after the answer
             async with session.get(f"{daemon.url}/metrics", headers={"Authorization": "Bearer sk-metrics"}) as r:
                 text = await r.text()
-            if 'claude_max_turns_total{face="http",outcome="upstream_error"} 1.0' in text:
+            if 'claude_max_turns_total{dialect="chat",face="http",outcome="upstream_error"} 1.0' in text:
                 break
             await asyncio.sleep(0.05)
-    assert 'claude_max_turns_total{face="http",outcome="ok"} 1.0' in text
-    assert 'claude_max_turns_total{face="http",outcome="upstream_error"} 1.0' in text
+    assert 'claude_max_turns_total{dialect="chat",face="http",outcome="ok"} 1.0' in text
+    assert 'claude_max_turns_total{dialect="chat",face="http",outcome="upstream_error"} 1.0' in text
     assert 'claude_max_requests_total{route="/v1/chat/completions",status="200"} 1.0' in text
     assert 'claude_max_requests_total{route="/v1/chat/completions",status="429"} 1.0' in text
     model = next(
@@ -294,7 +294,7 @@ async def test_metrics_tell_what_ran(start_daemon: Callable[..., object]) -> Non
     )
     prompt = INPUT_TOKENS + CACHE_READ_TOKENS + CACHE_WRITE_TOKENS
     assert f'claude_max_tokens_total{{kind="prompt",model="{model}"}} {float(prompt)}' in text
-    assert 'claude_max_time_to_first_token_seconds_count{face="http"} 1.0' in text
+    assert 'claude_max_time_to_first_token_seconds_count{dialect="chat",face="http"} 1.0' in text
     assert "claude_max_turns_running 0.0" in text and "claude_max_warm_processes 1.0" in text
     assert "claude_max_cost_usd_total" in text
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 from pydantic import BaseModel
@@ -198,3 +199,13 @@ async def test_what_codex_sends_on_every_request_is_accepted(daemon: Daemon) -> 
         extra_body={"client_metadata": {"turn_id": "t1"}},
     )  # fmt: skip
     assert response.output_text == "MOCK reply to: hello codex"
+
+
+async def test_each_dialect_is_counted_apart(daemon: Daemon) -> None:
+    await daemon.client().responses.create(model="sonnet", input="counted")
+    await daemon.anthropic().messages.create(model="sonnet", max_tokens=9, messages=[{"role": "user", "content": "x"}])
+    await daemon.client().chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "y"}])
+    async with aiohttp.ClientSession() as http, http.get(f"{daemon.url}/metrics") as response:
+        metrics = await response.text()
+    for dialect in ("responses", "messages", "chat"):
+        assert f'claude_max_turns_total{{dialect="{dialect}",face="http",outcome="ok"}} 1.0' in metrics, metrics
