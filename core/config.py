@@ -73,6 +73,7 @@ class Settings(BaseSettings):
 
     # Variables of the .env file, for the CLI's environment too (CLAUDE_CODE_OAUTH_TOKEN, IS_SANDBOX, ...).
     _env_file_values: dict[str, str] = PrivateAttr(default_factory=dict)
+    _env_file_path: Path | None = PrivateAttr(default=None)
 
     @field_validator("proxy_api_keys", "proxy_allowed_origins", "telegram_allowed_users", mode="before")
     @classmethod
@@ -137,13 +138,24 @@ class Settings(BaseSettings):
         return self.debug.strip().lower() not in ("", "0", "false", "no", "off")
 
     def child_environment(self) -> dict[str, str]:
-        """The CLI's environment: the daemon's, plus `.env` entries it does not have, minus CLAUDECODE.
+        """The CLI's environment: the daemon's, plus `.env` entries it does not have, minus CLAUDECODE and
+        the daemon's own secrets (`PROXY_API_KEYS`, `TELEGRAM_BOT_TOKEN`).
 
         The daemon's own environment wins, as it does for the settings themselves.
         """
         env = {**self._env_file_values, **os.environ}
         env.pop("CLAUDECODE", None)
-        return env
+        # The daemon's own secrets are not the agent's: a client that has it run `env` must not read
+        # another client's key or the bot's token. (The CLI's own credentials pass.)
+        return {name: value for name, value in env.items() if name.upper() not in _SECRET_SETTINGS}
+
+    @property
+    def env_file_secrets(self) -> tuple[Path, list[str]] | None:
+        """The `.env` file read, and the secrets it holds (by name), if it holds any."""
+        if self._env_file_path is None:
+            return None
+        held = sorted(n for n in self._env_file_values if n.upper() in _SECRET_SETTINGS | _CLI_CREDENTIALS)
+        return (self._env_file_path, held) if held else None
 
     @property
     def max_body_bytes(self) -> int:
@@ -154,7 +166,12 @@ class Settings(BaseSettings):
         return self.proxy_host in {"127.0.0.1", "::1", "localhost"} or self.proxy_host.startswith("127.")
 
 
-_SECRET_SETTINGS = {"PROXY_API_KEYS", "TELEGRAM_BOT_TOKEN"}
+_SECRET_SETTINGS = frozenset(
+    name.upper() for name, field in Settings.model_fields.items() if "SecretStr" in str(field.annotation)
+)  # PROXY_API_KEYS, TELEGRAM_BOT_TOKEN: never shown, never handed to the agent
+
+
+_CLI_CREDENTIALS = frozenset({"ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN"})
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -173,4 +190,5 @@ def load_settings(**overrides: object) -> Settings:
     if isinstance(env_file, (str, Path)) and Path(env_file).is_file():
         values = dotenv_values(env_file)
         settings._env_file_values = {k: v for k, v in values.items() if v is not None and v != ""}
+        settings._env_file_path = Path(env_file)
     return settings

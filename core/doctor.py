@@ -202,6 +202,24 @@ def check_exposure(settings: Settings) -> Check:
     return Check("exposure", True, detail)
 
 
+def check_env_file(settings: Settings) -> Check:
+    """A `.env` holding secrets should be readable by its owner only."""
+    found = settings.env_file_secrets
+    if found is None:
+        return Check("env file", True, "no secrets in a .env file", fatal=False)
+    path, names = found
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError as exc:
+        return Check("env file", False, f"{path}: {exc.strerror}", fatal=False)
+    if mode & 0o077:
+        return Check(
+            "env file", False, f"{path} holds {', '.join(names)} and is readable by others (mode {mode:o})",
+            f"chmod 600 {path}", fatal=False,
+        )  # fmt: skip
+    return Check("env file", True, f"{path} holds {', '.join(names)}, readable by its owner only", fatal=False)
+
+
 def _bot_api(settings: Settings, method: str, query: str = "") -> tuple[int, dict[str, Any]]:
     """Call the Bot API; (HTTP status, body). The URL holds the token: it never reaches a message."""
     assert settings.telegram_bot_token is not None
@@ -259,6 +277,7 @@ async def run_checks(settings: Settings) -> list[Check]:
     port = check_port(settings)
     checks.append(port)
     checks.append(check_exposure(settings))
+    checks.append(check_env_file(settings))
     daemon_running = port.ok and "served by a running claude-max" in port.detail
     checks += await asyncio.to_thread(check_telegram, settings, daemon_running=daemon_running)
     return checks

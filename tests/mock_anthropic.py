@@ -6,6 +6,7 @@ The reply is chosen by directives in the newest user text of the request:
 - ``USE_TOOL``: a Bash ``echo hi`` tool call first, then ``Tool said: <output>``
 - ``SLEEP_TOOL``: a Bash tool call that sleeps 300 s in python3 (to test killing tool children)
 - ``SLOW_TOOL``: a Bash tool call that takes 2 s, then prints ``hi``
+- ``ENV_TOOL``: a Bash ``env``: the agent's environment, as a client that has it run commands reads it
 - ``TOUCH_TOOL``: a Bash ``touch mock_created.txt`` (one that needs approval outside bypassPermissions)
 - ``STRUCTURED {json}``: when the CLI offers its ``StructuredOutput`` tool (``--json-schema``), a call of it
   with that object (else the default answer, which the CLI then asks to be structured)
@@ -261,9 +262,11 @@ class MockAnthropic:
         elif "CALL_CLIENT" in text:
             blocks += client_tool_calls(text, body)
             stop_reason = "tool_use"
-        elif "USE_TOOL" in text or "SLEEP_TOOL" in text or "SLOW_TOOL" in text or "TOUCH_TOOL" in text:
+        elif any(word in text for word in ("USE_TOOL", "SLEEP_TOOL", "SLOW_TOOL", "TOUCH_TOOL", "ENV_TOOL")):
             command = "echo hi"
-            if "TOUCH_TOOL" in text:
+            if "ENV_TOOL" in text:
+                command = "env"
+            elif "TOUCH_TOOL" in text:
                 command = "touch mock_created.txt"
             elif "SLEEP_TOOL" in text:
                 command = 'python3 -c "import time; time.sleep(300)"'

@@ -299,6 +299,20 @@ def test_env_file_reaches_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert child["PATH"] == os.environ["PATH"]
 
 
+def test_the_daemons_secrets_never_reach_the_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("TELEGRAM_BOT_TOKEN=123:from-the-file\nANTHROPIC_API_KEY=sk-ant-for-the-cli\n")
+    monkeypatch.setenv("PROXY_API_KEYS", "sk-key-of-client-a-0123456789,sk-key-of-client-b-0123456789")
+    monkeypatch.setenv("proxy_api_keys", "sk-lowercase-spelling-0123456789")  # pydantic-settings reads it too
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    settings = load_settings(_env_file=env_file)
+    assert settings.proxy_api_keys and settings.telegram_bot_token is not None, "the daemon has them"
+    child = settings.child_environment()
+    assert not {"PROXY_API_KEYS", "proxy_api_keys", "TELEGRAM_BOT_TOKEN"} & set(child)
+    assert not any("client-a" in value or "from-the-file" in value for value in child.values())
+    assert child["ANTHROPIC_API_KEY"] == "sk-ant-for-the-cli", "the CLI's own credentials pass"
+
+
 def test_env_example_lists_every_setting() -> None:
     import re
 
@@ -359,3 +373,16 @@ def test_doctor_warns_that_http_prompts_have_nobody_to_ask() -> None:
     assert not alone.ok and not alone.fatal and "TELEGRAM_NOTIFY_ID" in alone.fix
     paired = load_settings(_env_file=None, proxy_permission_mode="ask", telegram_bot_token="1:x", telegram_notify_id=5)
     assert check_approvals(paired).ok
+
+
+def test_doctor_warns_about_a_readable_env_file_with_secrets(tmp_path: Path) -> None:
+    from core.doctor import check_env_file
+
+    env_file = tmp_path / ".env"
+    env_file.write_text("PROXY_API_KEYS=sk-key-of-client-a-0123456789\nPROXY_PORT=4001\n")
+    env_file.chmod(0o644)
+    check = check_env_file(load_settings(_env_file=env_file))
+    assert not check.ok and not check.fatal and "PROXY_API_KEYS" in check.detail and "0123" not in check.detail
+    assert check.fix == f"chmod 600 {env_file}"
+    env_file.chmod(0o600)
+    assert check_env_file(load_settings(_env_file=env_file)).ok
