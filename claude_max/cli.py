@@ -167,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"claude-max: {exc}", file=sys.stderr)
         return 2
     secrets = [k.get_secret_value() for k in settings.proxy_api_keys]
+    child = settings.child_environment()  # the CLI's own credentials are secrets too
+    secrets += [child[name] for name in ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN")
+                if child.get(name)]  # fmt: skip
     if settings.telegram_bot_token is not None:
         secrets.append(settings.telegram_bot_token.get_secret_value())
     configure_logging(debug=settings.debug_enabled, secrets=secrets)

@@ -8,10 +8,16 @@ import sys
 from collections.abc import Iterable
 
 _TOKEN_IN_URL = re.compile(r"/bot\d+:[A-Za-z0-9_-]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what could forge a line or steer a terminal (tab is fine)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return {"\n": "\\n", "\r": "\\r"}.get(match.group(), f"\\x{ord(match.group()):02x}")
 
 
 class RedactingFilter(logging.Filter):
-    """Masks configured secrets, and Telegram bot tokens in URLs, in every record."""
+    """Masks configured secrets, and Telegram bot tokens in URLs, in every record, and escapes control
+    characters, so that no logged value (a client's conversation id, a URL path) can forge a line."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
@@ -22,6 +28,7 @@ class RedactingFilter(logging.Filter):
         redacted = _TOKEN_IN_URL.sub("/bot<redacted>", message)
         for secret in self._secrets:
             redacted = redacted.replace(secret, "<redacted>")
+        redacted = _CONTROL.sub(_escaped, redacted)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True

@@ -80,6 +80,17 @@ class Settings(BaseSettings):
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
 
+    @field_validator("proxy_api_keys")
+    @classmethod
+    def _long_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        short = [k for k in keys if len(k.get_secret_value()) < MIN_KEY_LENGTH]
+        if short:
+            raise ValueError(
+                f"{len(short)} of the keys are shorter than {MIN_KEY_LENGTH} characters: a key that short can be "
+                "guessed (try `openssl rand -hex 24`)"
+            )
+        return keys
+
     @field_validator("model_aliases", mode="before")
     @classmethod
     def _aliases(cls, value: object) -> object:
@@ -171,6 +182,7 @@ _SECRET_SETTINGS = frozenset(
 )  # PROXY_API_KEYS, TELEGRAM_BOT_TOKEN: never shown, never handed to the agent
 
 
+MIN_KEY_LENGTH = 16  # of an API key: shorter ones are refused at start
 _CLI_CREDENTIALS = frozenset({"ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN"})
 
 

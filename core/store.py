@@ -183,12 +183,17 @@ class SessionStore:
     async def open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.touch(mode=0o600)  # conversations, transcripts and the ledger: the owner's only
             self._db = await aiosqlite.connect(self.path)
             self._db.row_factory = aiosqlite.Row
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA synchronous=NORMAL")  # with WAL: safe from corruption, no fsync per commit
             await self._db.execute("PRAGMA busy_timeout=5000")
             await self._migrate()
+            for path in (self.path, self.path.with_name(self.path.name + "-wal"),
+                         self.path.with_name(self.path.name + "-shm")):  # fmt: skip
+                if path.exists():  # (a store made by an earlier version may be 0644; SQLite copies the mode)
+                    path.chmod(0o600)
         except (OSError, sqlite3.Error) as exc:
             await self.close()
             raise StoreError(f"cannot use the session store {self.path} (STATE_DIR): {exc}") from exc

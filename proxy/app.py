@@ -19,7 +19,7 @@ from proxy.metrics import Metrics
 from proxy.parked import ParkedTurns
 from proxy.responses import responses
 from proxy.schema import ModelCard, ModelList
-from proxy.security import auth_middleware, body_limit_middleware, origin_middleware
+from proxy.security import auth_middleware, body_limit_middleware, host_middleware, origin_middleware
 
 log = logging.getLogger("proxy.app")
 
@@ -75,6 +75,12 @@ async def request_log_middleware(request: web.Request, handler: Handler) -> web.
         response = await handler(request)
         status = response.status
         return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except Exception:
+        status = 500  # (the error middleware answers everything; this is aiohttp's own 500, if ever)
+        raise
     finally:
         log.info(
             "request method=%s path=%s status=%s duration_ms=%.0f",
@@ -88,7 +94,7 @@ def create_app(settings: Settings) -> web.Application:
     """The HTTP face. The host must put the engine under `ENGINE` before this app's cleanup contexts run."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[request_log_middleware, error_middleware, origin_middleware, auth_middleware,
+        middlewares=[request_log_middleware, error_middleware, host_middleware, origin_middleware, auth_middleware,
                      body_limit_middleware],
     )  # fmt: skip
     app[SETTINGS] = settings

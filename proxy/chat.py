@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+import re
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -24,12 +25,32 @@ async def read_request(request: web.Request, schema: type[Body]) -> Body:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise bad_request("the request body is nested too deeply", code="invalid_json") from None
+    if _ESCAPED_SURROGATE.search(raw):
+        body = _without_lone_surrogates(body)
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object", code="invalid_json")
     try:
         return schema.model_validate(body)
     except ValidationError as exc:
         raise _validation_failure(exc) from None
+
+
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")  # only a \u escape can carry a surrogate into JSON
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """Lone UTF-16 surrogates (JS clients make them slicing inside an emoji) as U+FFFD: they cannot be
+    encoded, and the rest of the text is worth keeping. (json pairs the valid pairs itself.)"""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    return value
 
 
 _BRANCH_NAMES = {

@@ -251,6 +251,9 @@ def conversation_key(request: ChatCompletionRequest, header: str | None, scope: 
         return None
     if not isinstance(explicit, str) or not explicit.strip() or len(explicit) > _MAX_KEY_LENGTH:
         raise BadConversation(f"a conversation id must be a non-empty string of at most {_MAX_KEY_LENGTH} characters")
+    if not explicit.isprintable() or re.search("[\ud800-\udfff]", explicit):
+        # (a header's bytes that are not UTF-8 arrive as lone surrogates)
+        raise BadConversation("a conversation id must be printable UTF-8 text")
     return f"http:{scope}:{explicit.strip()}"
 
 

@@ -37,6 +37,32 @@ def _cors_headers(origin: str) -> dict[str, str]:
     }
 
 
+_LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header, without its port."""
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+@web.middleware
+async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Without keys, only requests that name this machine by a loopback name (or PROXY_HOST) are served: a web
+    page whose DNS name was rebound to 127.0.0.1 sends its own name as Host, and reads nothing."""
+    settings: Settings = request.app[SETTINGS]
+    if settings.proxy_api_keys:
+        return await handler(request)
+    name = _host_name(request.headers.get("Host", "")).lower()
+    if name not in _LOOPBACK_NAMES and name != settings.proxy_host.lower() and not name.startswith("127."):
+        raise ApiException(
+            ApiFailure(403, "permission_error", f"requests for host {name or '(none)'} are not served here; "
+                       "without PROXY_API_KEYS only 127.0.0.1, localhost and ::1 are", code="host_not_allowed")
+        )  # fmt: skip
+    return await handler(request)
+
+
 @web.middleware
 async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings: Settings = request.app[SETTINGS]
@@ -88,9 +114,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             ApiFailure(401, "invalid_request_error", "missing API key: send Authorization: Bearer <key>",
                        code="invalid_api_key")
         )  # fmt: skip
+    try:
+        given = presented.encode()
+    except UnicodeEncodeError:  # bytes that are not UTF-8 (aiohttp keeps them as surrogates): no key of ours
+        given = b""
     matched = False
     for key in settings.proxy_api_keys:  # compare with every key, so timing says nothing about which
-        matched |= hmac.compare_digest(presented.encode(), key.get_secret_value().encode())
+        matched |= hmac.compare_digest(given, key.get_secret_value().encode())
     if not matched:
         raise ApiException(ApiFailure(401, "invalid_request_error", "incorrect API key", code="invalid_api_key"))
     request[SCOPE] = key_scope(presented)

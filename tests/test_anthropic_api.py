@@ -148,18 +148,20 @@ async def test_errors_have_anthropics_shape(daemon: Daemon) -> None:
 
 
 async def test_keys_work_as_x_api_key_and_as_bearer(start_daemon: Callable[..., object]) -> None:
-    daemon: Daemon = await start_daemon(proxy_api_keys="key-a")  # type: ignore[assignment]
-    by_header = await daemon.anthropic(api_key="key-a").messages.create(
+    daemon: Daemon = await start_daemon(proxy_api_keys="key-a-0123456789abcdef")  # type: ignore[assignment]
+    by_header = await daemon.anthropic(api_key="key-a-0123456789abcdef").messages.create(
         model="sonnet",
         max_tokens=10,
         messages=user("by x-api-key"),  # type: ignore[arg-type]
     )
     assert by_header.content[0].text == "MOCK reply to: by x-api-key"  # type: ignore[union-attr]
-    bearer = daemon.anthropic(api_key=None, auth_token="key-a")
+    bearer = daemon.anthropic(api_key=None, auth_token="key-a-0123456789abcdef")
     by_bearer = await bearer.messages.create(model="sonnet", max_tokens=10, messages=user("by bearer"))  # type: ignore[arg-type]
     assert by_bearer.content[0].text == "MOCK reply to: by bearer"  # type: ignore[union-attr]
     with pytest.raises(anthropic.AuthenticationError) as caught:
-        await daemon.anthropic(api_key="key-b").messages.create(model="sonnet", max_tokens=10, messages=user("hi"))  # type: ignore[arg-type]
+        await daemon.anthropic(api_key="key-b-0123456789abcdef").messages.create(
+            model="sonnet", max_tokens=10, messages=user("hi")
+        )  # type: ignore[arg-type]
     assert caught.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
 
 

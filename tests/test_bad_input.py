@@ -122,7 +122,7 @@ async def test_twenty_megabyte_body_is_413(daemon: Daemon, mock_api: MockAnthrop
 
 
 async def test_api_keys(start_daemon: Callable[..., object], mock_api: MockAnthropic) -> None:
-    daemon: Daemon = await start_daemon(proxy_api_keys="sk-right-one,sk-right-two")  # type: ignore[assignment]
+    daemon: Daemon = await start_daemon(proxy_api_keys="sk-right-one-0123456789,sk-right-two-0123456789")  # type: ignore[assignment]
     with pytest.raises(openai.AuthenticationError) as caught:
         await daemon.client("sk-wrong").chat.completions.create(
             model="sonnet", messages=[{"role": "user", "content": "hi"}]
@@ -135,10 +135,12 @@ async def test_api_keys(start_daemon: Callable[..., object], mock_api: MockAnthr
     assert mock_api.requests == []
     async with aiohttp.ClientSession() as session, session.get(f"{daemon.url}/health") as response:
         assert response.status == 200, "health needs no key"
-    await assert_serves(daemon, api_key="sk-right-two")
-    await assert_serves(daemon, api_key="sk-right-one")
+    await assert_serves(daemon, api_key="sk-right-two-0123456789")
+    await assert_serves(daemon, api_key="sk-right-one-0123456789")
     body = json.dumps({"model": "sonnet", "messages": [{"role": "user", "content": "by header"}]}).encode()
-    status, answer = await post_raw(daemon, body, {"X-Api-Key": "sk-right-one", "Content-Type": "application/json"})
+    status, answer = await post_raw(
+        daemon, body, {"X-Api-Key": "sk-right-one-0123456789", "Content-Type": "application/json"}
+    )
     assert status == 200 and answer["choices"][0]["message"]["content"] == "MOCK reply to: by header"
 
 

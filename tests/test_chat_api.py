@@ -271,8 +271,8 @@ async def test_usage_ledger_counts_each_turn_once(daemon: Daemon) -> None:
 
 
 async def test_metrics_tell_what_ran(start_daemon: Callable[..., object]) -> None:
-    daemon: Daemon = await start_daemon(proxy_api_keys="sk-metrics")  # type: ignore[assignment]
-    client = daemon.client("sk-metrics")
+    daemon: Daemon = await start_daemon(proxy_api_keys="sk-metrics-0123456789")  # type: ignore[assignment]
+    client = daemon.client("sk-metrics-0123456789")
     await client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "count me"}])
     with pytest.raises(openai.RateLimitError):
         await client.chat.completions.create(model="sonnet", messages=[{"role": "user", "content": "ERR429"}])
@@ -280,7 +280,9 @@ async def test_metrics_tell_what_ran(start_daemon: Callable[..., object]) -> Non
         async with session.get(f"{daemon.url}/metrics") as response:
             assert response.status == 401, "protected like /v1 when keys are set"
         for _ in range(100):  # turn metrics are taken when the turn has ended, just after the answer
-            async with session.get(f"{daemon.url}/metrics", headers={"Authorization": "Bearer sk-metrics"}) as r:
+            async with session.get(
+                f"{daemon.url}/metrics", headers={"Authorization": "Bearer sk-metrics-0123456789"}
+            ) as r:
                 text = await r.text()
             if 'claude_max_turns_total{dialect="chat",face="http",outcome="upstream_error"} 1.0' in text:
                 break

@@ -309,12 +309,12 @@ async def test_usage_command_shows_what_ran(daemon_env: dict[str, str], mock_api
 
 
 async def test_openclaw_config(daemon_env: dict[str, str]) -> None:
-    code, out, _ = await run("openclaw-config", env={**daemon_env, "PROXY_API_KEYS": "sk-claw"})
+    code, out, _ = await run("openclaw-config", env={**daemon_env, "PROXY_API_KEYS": "sk-claw-0123456789abc"})
     assert code == 0
     config = json.loads(out)
     provider = config["models"]["providers"]["claude-max"]
     assert provider["baseUrl"] == f"http://127.0.0.1:{daemon_env['PROXY_PORT']}/v1"
-    assert provider["apiKey"] == "sk-claw" and provider["api"] == "openai-completions"
+    assert provider["apiKey"] == "sk-claw-0123456789abc" and provider["api"] == "openai-completions"
     assert [m["id"] for m in provider["models"]] == ["claude-opus-4", "claude-sonnet-4", "claude-haiku-4"]
     assert all(m["contextWindow"] >= 200_000 and m["maxTokens"] > 0 and m["reasoning"] for m in provider["models"])
     assert config["agents"]["defaults"]["model"]["primary"] == "claude-max/claude-sonnet-4"

@@ -80,9 +80,9 @@ async def test_previous_response_id_survives_a_restart(start_daemon: Callable[..
 
 
 async def test_an_unknown_or_other_keys_response_is_not_found(start_daemon: Callable[..., object]) -> None:
-    daemon: Daemon = await start_daemon(proxy_api_keys="key-a,key-b")  # type: ignore[assignment]
-    mine = await daemon.client(api_key="key-a").responses.create(model="sonnet", input="mine")
-    for key, previous in (("key-a", "resp_nonexistent"), ("key-b", mine.id)):
+    daemon: Daemon = await start_daemon(proxy_api_keys="key-a-0123456789abcdef,key-b-0123456789abcdef")  # type: ignore[assignment]
+    mine = await daemon.client(api_key="key-a-0123456789abcdef").responses.create(model="sonnet", input="mine")
+    for key, previous in (("key-a-0123456789abcdef", "resp_nonexistent"), ("key-b-0123456789abcdef", mine.id)):
         with pytest.raises(openai.BadRequestError) as caught:
             await daemon.client(api_key=key).responses.create(model="sonnet", input="x", previous_response_id=previous)
         assert caught.value.code == "previous_response_not_found" and caught.value.param == "previous_response_id"

@@ -33,12 +33,12 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 
 def test_settings_parse_lists_and_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PROXY_API_KEYS", "sk-one, sk-two")
+    monkeypatch.setenv("PROXY_API_KEYS", "sk-one-0123456789ab, sk-two-0123456789ab")
     monkeypatch.setenv("TELEGRAM_ALLOWED_USERS", "12345,678")
     monkeypatch.setenv("MODEL_ALIASES", "gpt-4o=sonnet, GPT-4o-mini=haiku")
     monkeypatch.setenv("DEBUG", "yes please")
     settings = load_settings(_env_file=None)
-    assert [k.get_secret_value() for k in settings.proxy_api_keys] == ["sk-one", "sk-two"]
+    assert [k.get_secret_value() for k in settings.proxy_api_keys] == ["sk-one-0123456789ab", "sk-two-0123456789ab"]
     assert settings.telegram_allowed_users == [12345, 678]
     assert settings.model_aliases == {"gpt-4o": "sonnet", "gpt-4o-mini": "haiku"}
     assert settings.debug_enabled
@@ -97,6 +97,19 @@ def test_log_lines_never_carry_secrets() -> None:
     line = record.getMessage()
     assert "sk-secret-key" not in line and "ABC-def_ghi" not in line
     assert "/bot<redacted>/getMe" in line
+
+
+def test_no_logged_value_can_forge_a_line() -> None:
+    import logging
+
+    forged = "abc\n2026-12-02 level=INFO logger=proxy.app event=request status=200\r\x1b[2J"
+    record = logging.LogRecord("x", logging.INFO, "", 0, "request conversation=%s", (forged,), None)
+    RedactingFilter([]).filter(record)
+    line = record.getMessage()
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert (
+        line == "request conversation=abc\\n2026-12-02 level=INFO logger=proxy.app event=request status=200\\r\\x1b[2J"
+    )
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -386,3 +399,28 @@ def test_doctor_warns_about_a_readable_env_file_with_secrets(tmp_path: Path) -> 
     assert check.fix == f"chmod 600 {env_file}"
     env_file.chmod(0o600)
     assert check_env_file(load_settings(_env_file=env_file)).ok
+
+
+def test_a_short_api_key_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROXY_API_KEYS", "x,sk-long-enough-0123456789")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None)
+    assert "PROXY_API_KEYS" in str(caught.value) and "16 characters" in str(caught.value)
+    assert "sk-long" not in str(caught.value), "no key is shown"
+
+
+def store_modes(folder: Path, name: str) -> dict[str, int]:
+    return {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir() if p.name.startswith(name)}
+
+
+async def test_the_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    from core.store import DB_NAME, SessionStore
+
+    (tmp_path / DB_NAME).touch(mode=0o644)
+    (tmp_path / DB_NAME).chmod(0o644)  # as an earlier version left it
+    store = SessionStore(tmp_path)
+    await store.open()
+    await store.set_preferred_model("k", "opus")  # a write: the WAL exists now
+    modes = store_modes(tmp_path, DB_NAME)
+    await store.close()
+    assert modes and set(modes.values()) == {0o600}, modes
