@@ -26,6 +26,7 @@ log = logging.getLogger("core.hygiene")
 
 STATE_VARIABLE = "CLAUDE_MAX_STATE"
 INSTANCE_VARIABLE = "CLAUDE_MAX_INSTANCE"
+PROCESS_VARIABLE = "CLAUDE_MAX_PROCESS"  # one CLI process and everything it started, wherever it went
 
 
 def state_key(state_dir: Path) -> str:
@@ -104,6 +105,23 @@ def reap_leftovers(key: str, instance: str) -> int:
     if count:
         log.warning("reaped_leftovers processes=%d groups=%d", count, len(groups))
     return count
+
+
+def kill_marked(name: str, value: str) -> int:
+    """Kill every process whose environment says `name=value`: what a CLI's commands left running in
+    sessions of their own (`setsid`, `(cmd &)`), out of reach of a kill of its process group."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return 0
+    wanted, killed = (name.encode(), value.encode()), 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        if _environ(entry.name).get(wanted[0]) == wanted[1]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+    return killed
 
 
 def death_signal_prefix() -> list[str]:

@@ -8,6 +8,7 @@ client's tools are served on. The engine builds one and hands it to every turn.
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 from core.client_tools import ClientTool, ToolSession, tools_digest
 from core.config import ASK, Settings
 from core.errors import CLIUnavailable
-from core.hygiene import death_signal_prefix
+from core.hygiene import PROCESS_VARIABLE, death_signal_prefix
 from core.process import CLIProcess, Spawn
 from core.store import Conversation
 from core.warm import Signature, WarmPool
@@ -116,7 +117,8 @@ class Launcher:
 
     async def start(self, model: str, resume: Conversation | None, options: LaunchOptions = NO_OPTIONS) -> CLIProcess:
         """A new process, started (`CLIUnavailable` when the CLI cannot be found)."""
-        env = {**self.settings.child_environment(), **self._marks}
+        # The process's own mark, inherited by whatever it starts: its stop sweeps up what escaped its group.
+        env = {**self.settings.child_environment(), **self._marks, PROCESS_VARIABLE: uuid.uuid4().hex}
         binary = shutil.which(self.settings.claude_bin, path=env.get("PATH"))
         if binary is None:
             raise CLIUnavailable(

@@ -20,6 +20,7 @@ from typing import Any
 
 from core.client_tools import ToolSession
 from core.errors import ActivityTimeout, CLIUnavailable
+from core.hygiene import PROCESS_VARIABLE, kill_marked
 
 log = logging.getLogger("core.process")
 
@@ -279,6 +280,9 @@ class CLIProcess:
                 log.debug("cli group %s killed after %.1f s grace", self._proc.pid, self._kill_grace)
         with contextlib.suppress(ProcessLookupError):
             await self._proc.wait()
+        mark = self._spawn.env.get(PROCESS_VARIABLE)
+        if mark and (escaped := await asyncio.to_thread(kill_marked, PROCESS_VARIABLE, mark)):
+            log.info("cli_leftovers_killed pid=%s processes=%d", self._proc.pid, escaped)
         for reader in self._readers:
             if not reader.done():
                 reader.cancel()

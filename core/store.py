@@ -8,19 +8,24 @@ lookup key; `context` is a fingerprint of the client instructions last sent into
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import logging
 import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import aiosqlite
 
 from core.errors import StoreError
 from core.transcript import Transcript
+
+log = logging.getLogger("core.store")
 
 DB_NAME = "sessions.sqlite3"
 
@@ -164,6 +169,32 @@ MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] 
 ]
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _writes(
+    method: Callable[Concatenate[SessionStore, P], Awaitable[R]],
+) -> Callable[Concatenate[SessionStore, P], Awaitable[R]]:
+    """A write: a failure (a full disk, a read-only or broken database) is a `StoreError`, and the store
+    says it is failing (for /health) until a write succeeds again."""
+
+    @functools.wraps(method)
+    async def write(store: SessionStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            result = await method(store, *args, **kwargs)
+        except (sqlite3.Error, OSError) as exc:
+            store.failure = f"writing failed: {exc}"
+            log.error("store_write_failed operation=%s error=%s", method.__name__.strip("_"), exc)
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await store.db.rollback()
+            raise StoreError(f"the session store {store.path} could not be written: {exc}") from exc
+        store.failure = None
+        return result
+
+    return write
+
+
 class SessionStore:
     """The conversations, the ledger and the chats' preferences, in SQLite.
 
@@ -179,6 +210,7 @@ class SessionStore:
         self.path = state_dir / DB_NAME
         self._db: aiosqlite.Connection | None = None
         self._recent: OrderedDict[str, Conversation] = OrderedDict()
+        self.failure: str | None = None  # what went wrong with the last write, until one succeeds
 
     async def open(self) -> None:
         try:
@@ -250,6 +282,7 @@ class SessionStore:
                 return conversation
         return None
 
+    @_writes
     async def record(
         self,
         key: str,
@@ -287,6 +320,7 @@ class SessionStore:
                 head,
             ))  # fmt: skip
 
+    @_writes
     async def forget(self, key: str) -> bool:
         self._recent.pop(key, None)
         cursor = await self.db.execute("DELETE FROM conversations WHERE key = ?", (key,))
@@ -301,6 +335,7 @@ class SessionStore:
              entry.completion_tokens, entry.cached_tokens, entry.cost_usd, entry.outcome),
         )  # fmt: skip
 
+    @_writes
     async def add_turn(self, entry: LedgerEntry) -> None:
         await self._insert_turn(entry)
         await self.db.commit()
@@ -345,6 +380,7 @@ class SessionStore:
             row = await cursor.fetchone()
         return str(row[0]) if row else None
 
+    @_writes
     async def _choose(self, table: str, column: str, key: str, value: str | None) -> None:
         """Set (or, with None, drop) a conversation's choice."""
         if value is None:
@@ -356,6 +392,7 @@ class SessionStore:
             )
         await self.db.commit()
 
+    @_writes
     async def keep_response(self, response: StoredResponse) -> None:
         await self.db.execute(
             "INSERT OR REPLACE INTO responses (id, scope, previous, items, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -382,3 +419,14 @@ class SessionStore:
     async def ping(self) -> None:
         async with self.db.execute("SELECT 1") as cursor:
             await cursor.fetchone()
+
+    async def problem(self) -> str | None:
+        """What is wrong with the store, or None: a write that failed, a database that cannot be read, or
+        a database file deleted under the daemon (SQLite goes on writing to the unlinked file)."""
+        if not self.path.exists():
+            return f"the database file {self.path} was deleted while the daemon ran; restart it"
+        try:
+            await self.ping()
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            return f"reading failed: {exc}"
+        return self.failure

@@ -28,16 +28,18 @@ ANTHROPIC_VERSION = "anthropic-version"  # the header every Anthropic SDK reques
 
 async def health(request: web.Request) -> web.Response:
     engine = get_engine(request)
-    await engine.store.ping()
+    problem = await engine.store.problem()  # a store that cannot be written serves no conversation well
     return web.json_response(
         {
-            "status": "ok",
+            "status": "degraded" if problem else "ok",
+            **({"store": problem} if problem else {}),
             "version": __version__,
             "running_turns": engine.running,
             "waiting_turns": engine.waiting,  # for a slot
             "tool_waiting_turns": engine.waiting_for_clients,  # for a client's tool results
             "max_concurrent": engine.settings.max_concurrent,
-        }
+        },
+        status=503 if problem else 200,
     )
 
 

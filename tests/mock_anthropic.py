@@ -7,6 +7,7 @@ The reply is chosen by directives in the newest user text of the request:
 - ``SLEEP_TOOL``: a Bash tool call that sleeps 300 s in python3 (to test killing tool children)
 - ``SLOW_TOOL``: a Bash tool call that takes 2 s, then prints ``hi``
 - ``ENV_TOOL``: a Bash ``env``: the agent's environment, as a client that has it run commands reads it
+- ``ESCAPE_TOOL``: a Bash command that starts ``sleep 321`` in a session of its own, and returns at once
 - ``TOUCH_TOOL``: a Bash ``touch mock_created.txt`` (one that needs approval outside bypassPermissions)
 - ``STRUCTURED {json}``: when the CLI offers its ``StructuredOutput`` tool (``--json-schema``), a call of it
   with that object (else the default answer, which the CLI then asks to be structured)
@@ -262,10 +263,14 @@ class MockAnthropic:
         elif "CALL_CLIENT" in text:
             blocks += client_tool_calls(text, body)
             stop_reason = "tool_use"
-        elif any(word in text for word in ("USE_TOOL", "SLEEP_TOOL", "SLOW_TOOL", "TOUCH_TOOL", "ENV_TOOL")):
+        elif any(
+            word in text for word in ("USE_TOOL", "SLEEP_TOOL", "SLOW_TOOL", "TOUCH_TOOL", "ENV_TOOL", "ESCAPE_TOOL")
+        ):
             command = "echo hi"
             if "ENV_TOOL" in text:
                 command = "env"
+            elif "ESCAPE_TOOL" in text:  # a command that leaves the CLI's process group and session
+                command = "setsid sleep 321 > /dev/null 2>&1 < /dev/null & echo started"
             elif "TOUCH_TOOL" in text:
                 command = "touch mock_created.txt"
             elif "SLEEP_TOOL" in text:
