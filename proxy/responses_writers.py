@@ -11,6 +11,7 @@ Before the final event, `keep` is given the response (to store it for `previous_
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -19,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from core import ClientToolCall, Usage
+from core import ClientToolCall, StoreError, Usage
 from proxy.errors import ApiFailure
 from proxy.responses_schema import CUSTOM_INPUT
 from proxy.schema import FinishReason
@@ -81,7 +82,10 @@ class ResponseShape:
         return "response.completed", self.response(model, "completed", usage=responses_usage(usage))
 
     async def kept(self) -> None:
-        if self.keep is not None:
+        if self.keep is None:
+            return
+        # A store that cannot be written: the answer still goes out, only previous_response_id will not find it.
+        with contextlib.suppress(StoreError):
             await self.keep(self.response_id, self.output)
 
 
@@ -126,6 +130,7 @@ class ResponseStreamWriter(StreamWriter):
         self._sequence = 0
         self._item: dict[str, Any] | None = None  # the message or reasoning item being written
         self._item_text: list[str] = []
+        self._text_frame: tuple[str, bytes, bytes] | None = None  # (item id, before the number, before the text)
 
     async def _event(self, kind: str, **data: Any) -> None:
         payload = json.dumps({"type": kind, "sequence_number": self._sequence, **data}, ensure_ascii=False,
@@ -187,8 +192,18 @@ class ResponseStreamWriter(StreamWriter):
         item = await self._open("message")
         self._sent.append(text)
         self._item_text.append(text)
-        await self._event("response.output_text.delta", item_id=item["id"], output_index=self._index,
-                          content_index=0, delta=text, logprobs=[])  # fmt: skip
+        # The hot path: the event's frame is rendered once per item; a delta fills in its number and text.
+        if self._text_frame is None or self._text_frame[0] != item["id"]:
+            kind = "response.output_text.delta"
+            self._text_frame = (
+                item["id"],
+                f'event: {kind}\ndata: {{"type":"{kind}","sequence_number":'.encode(),
+                f',"item_id":"{item["id"]}","output_index":{self._index},"content_index":0,"delta":"'.encode(),
+            )
+        _, head, middle = self._text_frame
+        escaped = json.dumps(text, ensure_ascii=False)[1:-1].encode()
+        number, self._sequence = self._sequence, self._sequence + 1
+        await self._write(head + str(number).encode() + middle + escaped + b'","logprobs":[]}\n\n')
 
     async def thinking(self, text: str) -> None:
         if not text:

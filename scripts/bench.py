@@ -23,6 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -163,13 +164,42 @@ class PersistentCLI:
         await self._process.wait()
 
 
-async def proxy_turn(session: aiohttp.ClientSession, url: str, text: str, conversation: str) -> tuple[Timing, int]:
-    """One streamed turn through the proxy: time to the first content chunk and to [DONE]."""
+def _chat(text: str) -> tuple[str, dict[str, Any]]:
+    return "/v1/chat/completions", {"model": "sonnet", "stream": True, "messages": [{"role": "user", "content": text}]}
+
+
+def _responses(text: str) -> tuple[str, dict[str, Any]]:
+    return "/v1/responses", {"model": "sonnet", "stream": True, "input": text, "store": False}
+
+
+def _messages(text: str) -> tuple[str, dict[str, Any]]:
+    return "/v1/messages", {"model": "sonnet", "stream": True, "max_tokens": 1024,
+                            "messages": [{"role": "user", "content": text}]}  # fmt: skip
+
+
+def _delta(dialect: str, event: dict[str, Any]) -> tuple[bool, bool]:
+    """(a piece of answer text, the end) of one streamed event in `dialect`."""
+    if ("error" in event and dialect == "chat") or event.get("type") in ("error", "response.failed"):
+        raise RuntimeError(json.dumps(event)[:300])
+    if dialect == "chat":
+        return bool(event["choices"] and event["choices"][0]["delta"].get("content")), False
+    if dialect == "responses":
+        return event["type"] == "response.output_text.delta", event["type"] == "response.completed"
+    return event["type"] == "content_block_delta" and "text" in event["delta"], event["type"] == "message_stop"
+
+
+DIALECTS = {"chat": _chat, "responses": _responses, "messages": _messages}
+
+
+async def proxy_turn(
+    session: aiohttp.ClientSession, url: str, text: str, conversation: str, dialect: str = "chat"
+) -> tuple[Timing, int]:
+    """One streamed turn through the proxy, in one of its dialects: time to the first text and to the end."""
     started = time.perf_counter()
     first = None
     deltas = 0
-    body = {"model": "sonnet", "stream": True, "messages": [{"role": "user", "content": text}]}
-    async with session.post(f"{url}/v1/chat/completions", json=body, headers={"X-Conversation-Id": conversation}) as r:
+    path, body = DIALECTS[dialect](text)
+    async with session.post(f"{url}{path}", json=body, headers={"X-Conversation-Id": conversation}) as r:
         if r.status != 200:
             raise RuntimeError(f"HTTP {r.status}: {await r.text()}")
         async for raw in r.content:
@@ -177,13 +207,13 @@ async def proxy_turn(session: aiohttp.ClientSession, url: str, text: str, conver
                 continue
             if raw.startswith(b"data: [DONE]"):
                 break
-            chunk = json.loads(raw[6:])
-            if "error" in chunk:
-                raise RuntimeError(chunk["error"]["message"])
-            if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+            text_piece, end = _delta(dialect, json.loads(raw[6:]))
+            if text_piece:
                 deltas += 1
                 if first is None:
                     first = time.perf_counter() - started
+            if end:
+                break
     last = time.perf_counter() - started
     return Timing(first or last, last), deltas
 
@@ -270,6 +300,8 @@ async def main(args: argparse.Namespace) -> None:
         _, base_session = await direct_turn(cli, env, cwd, "a conversation to resume")
         await proxy_turn(http, cold.url, "start", "resume")
         await proxy_turn(http, warm.url, "start", "warm")
+        for dialect in ("responses", "messages"):
+            await proxy_turn(http, warm.url, "start", f"warm-{dialect}", dialect)
         await persistent.turn("start")
         cold_cpu = cpu_seconds(cold.pid)
         direct_new: list[Timing] = []
@@ -278,6 +310,8 @@ async def main(args: argparse.Namespace) -> None:
         proxy_resume: list[Timing] = []
         proxy_warm: list[Timing] = []
         direct_warm: list[Timing] = []
+        # The other dialects' warm turns, each paired with a persistent CLI turn of its own.
+        dialect_warm: dict[str, list[tuple[Timing, Timing]]] = {"responses": [], "messages": []}
         # Side by side: each run measures every case once, so drift hits all of them alike.
         for i in range(runs):
             await settle(mark, 1)
@@ -291,6 +325,9 @@ async def main(args: argparse.Namespace) -> None:
             await settle(mark, 1)
             proxy_warm.append((await proxy_turn(http, warm.url, f"again {i}", "warm"))[0])
             direct_warm.append(await persistent.turn(f"again {i}"))
+            for dialect, pairs in dialect_warm.items():
+                through = (await proxy_turn(http, warm.url, f"again {i}", f"warm-{dialect}", dialect))[0]
+                pairs.append((through, await persistent.turn(f"again {i}")))
         cold_cpu = (cpu_seconds(cold.pid) - cold_cpu) / (2 * runs)
         await settle(mark, 1)
         direct_concurrent = await asyncio.gather(
@@ -323,6 +360,12 @@ async def main(args: argparse.Namespace) -> None:
         cpu_before = cpu_seconds(warm.pid)
         long_timing, long_deltas = await proxy_turn(http, warm.url, "LONG10000", "long")
         long_cpu = cpu_seconds(warm.pid) - cpu_before
+        dialect_long: dict[str, float] = {}  # daemon CPU per delta
+        for dialect in ("chat", "responses", "messages"):  # (chat again, beside them: the same conditions)
+            await proxy_turn(http, warm.url, "prime", f"long-{dialect}", dialect)
+            cpu_before = cpu_seconds(warm.pid)
+            _, deltas = await proxy_turn(http, warm.url, "LONG10000", f"long-{dialect}", dialect)
+            dialect_long[dialect] = (cpu_seconds(warm.pid) - cpu_before) / max(deltas, 1)
         await asyncio.sleep(args.settle)
         after_idle = cli_processes(mark)
     after_stop = cli_processes(mark)
@@ -349,6 +392,10 @@ async def main(args: argparse.Namespace) -> None:
     rows.append(("proxy overhead, new conversation", overhead(proxy_new, direct_new)))
     rows.append(("proxy overhead, cold --resume", overhead(proxy_resume, direct_resume)))
     rows.append(("proxy overhead, warm (against the persistent CLI)", overhead(proxy_warm, direct_warm)))
+    for dialect, pairs in dialect_warm.items():
+        through, direct = [p for p, _ in pairs], [d for _, d in pairs]
+        pair(f"proxy, continuing warm, /v1/{dialect}", through)
+        rows.append((f"proxy overhead, warm, /v1/{dialect} (against the persistent CLI)", overhead(through, direct)))
     rows.append(("daemon CPU per cold turn (its own work, no CLI)", f"{cold_cpu * 1000:.1f} ms"))
     speedup = median_ms([t.first_token for t in proxy_resume]) / median_ms([t.first_token for t in proxy_warm])
     rows.append(("warm vs cold --resume, time to first token", f"{speedup:.1f}x faster"))
@@ -365,6 +412,8 @@ async def main(args: argparse.Namespace) -> None:
     rows.append(("long answer: deltas through the proxy", f"{long_deltas} in {stream_seconds:.2f} s = "
                  f"{long_deltas / max(stream_seconds, 1e-9):,.0f} deltas/s"))  # fmt: skip
     rows.append(("long answer: daemon CPU per delta", f"{long_cpu / max(long_deltas, 1) * 1e6:.0f} µs"))
+    rows.append(("long answer: daemon CPU per delta, chat / responses / messages (side by side)",
+                 " / ".join(f"{dialect_long[d] * 1e6:.0f} µs" for d in ("chat", "responses", "messages"))))  # fmt: skip
     rows.append(("daemon RSS idle / under 16 streams", f"{idle_rss:.0f} / {peak['rss']:.0f} MB"))
     rows.append(("CLI processes before / peak during / after idle / after stop",
                  f"{before} / {peak['clis']} / {after_idle} / {after_stop}"))  # fmt: skip
