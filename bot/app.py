@@ -49,6 +49,8 @@ from core import (
     resolve_model,
 )
 
+STOP_POLLING_WAIT = 2.0  # seconds a shutdown waits for the poller (a Bot API out of reach keeps it in backoff)
+
 log = logging.getLogger("bot.app")
 
 Context = ContextTypes.DEFAULT_TYPE
@@ -140,9 +142,15 @@ class ClaudeBot:
         )
         return True
 
-    async def stop_polling(self) -> None:
+    async def stop_polling(self, within: float = STOP_POLLING_WAIT) -> None:
+        """Stop asking Telegram for updates. With the Bot API out of reach, PTB's poller sits in its retry
+        backoff; it is not waited for longer than `within` (it is marked stopped at once, and ends on its own)."""
         if self.started and self.application.updater is not None and self.application.updater.running:
-            await self.application.updater.stop()
+            try:
+                async with asyncio.timeout(within):
+                    await self.application.updater.stop()
+            except TimeoutError:
+                log.warning("polling_stop_slow waited_s=%s; the Bot API seems out of reach", within)
 
     async def stop(self) -> None:
         """Stop polling, stop every chat's turn (telling the chat), and shut the application down."""

@@ -109,11 +109,14 @@ async def serve(settings: Settings) -> int:
     stop.clear()  # a second signal skips the grace period
     engine = app[ENGINE]
     log.info("draining running_turns=%s grace_s=%s", engine.running, settings.shutdown_grace)
-    if BOT in app:
-        await app[BOT].stop_polling()
-    drain = asyncio.create_task(engine.drain(settings.shutdown_grace))
-    await asyncio.wait([drain, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    drain = asyncio.create_task(engine.drain(settings.shutdown_grace))  # new turns are refused from now on
+    second = asyncio.create_task(stop.wait())
+    if BOT in app:  # no new chat messages either; a Bot API out of reach cannot hold this up for long
+        polling = asyncio.create_task(app[BOT].stop_polling())
+        await asyncio.wait([polling, second], return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait([drain, second], return_when=asyncio.FIRST_COMPLETED)
     drain.cancel()
+    second.cancel()
     log.info("shutting_down running_turns=%s", engine.running)
     await runner.cleanup()
     log.info("stopped")

@@ -48,14 +48,31 @@ class ConversationLocks:
     def __init__(self) -> None:
         self._locks: dict[str, asyncio.Lock] = {}
         self._users: dict[str, int] = {}
+        self.waiting = 0  # turns waiting for their conversation's previous turn now
 
     @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
+    async def hold(self, key: str, *, wait: float | None = None) -> AsyncIterator[None]:
+        """Hold the conversation; wait for its previous turn at most `wait` seconds (None: as long as it
+        takes), then `Saturated`."""
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._users[key] = self._users.get(key, 0) + 1
         try:
-            async with lock:
+            queued = int(lock.locked())
+            self.waiting += queued
+            try:
+                async with asyncio.timeout(wait):
+                    await lock.acquire()
+            except TimeoutError:
+                raise Saturated(
+                    f"the conversation's previous turn is still running after {wait:g} s; try again when it is done",
+                    retry_after=RETRY_AFTER_SECONDS,
+                ) from None
+            finally:
+                self.waiting -= queued
+            try:
                 yield
+            finally:
+                lock.release()
         finally:
             self._users[key] -= 1
             if not self._users[key]:

@@ -51,10 +51,11 @@ class Engine:
             background=self._tracker.background,
         )
         self._slots = Slots(settings.max_concurrent, queue_wait=settings.queue_wait)
+        self._locks = ConversationLocks()
         # Permission prompts of `ask` turns; a face that can ask a person registers with it.
         self.approvals = Approvals(settings.approval_timeout)
         self._context = TurnContext(
-            settings=settings, store=self.store, slots=self._slots, locks=ConversationLocks(),
+            settings=settings, store=self.store, slots=self._slots, locks=self._locks,
             launcher=self._launcher, approvals=self.approvals, tracker=self._tracker,
         )  # fmt: skip
 
@@ -100,6 +101,11 @@ class Engine:
     def waiting(self) -> int:
         """Turns waiting for a CLI slot."""
         return self._slots.waiting
+
+    @property
+    def waiting_for_conversation(self) -> int:
+        """Turns waiting for their conversation's previous turn to end."""
+        return self._locks.waiting
 
     def on_turn_end(self, listener: TurnListener) -> None:
         """Call `listener(turn, error)` after every turn, in the background (alerts, metrics)."""

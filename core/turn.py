@@ -266,7 +266,10 @@ class Turn:
     async def _hold(self, key: str) -> None:
         self.key = key
         self._conversation = contextlib.AsyncExitStack()
-        await self._conversation.enter_async_context(self._ctx.locks.hold(key))
+        # A client that can retry waits for its conversation's previous turn as long as a silent CLI may run
+        # (ACTIVITY_TIMEOUT), never forever; a chat's user waits anyway.
+        wait = None if self.request.patient else self._ctx.settings.activity_timeout
+        await self._conversation.enter_async_context(self._ctx.locks.hold(key, wait=wait))
 
     async def _let_go(self) -> None:
         if self._conversation is not None:

@@ -36,6 +36,7 @@ async def health(request: web.Request) -> web.Response:
             "version": __version__,
             "running_turns": engine.running,
             "waiting_turns": engine.waiting,  # for a slot
+            "conversation_waiting_turns": engine.waiting_for_conversation,  # for their conversation's last turn
             "tool_waiting_turns": engine.waiting_for_clients,  # for a client's tool results
             "max_concurrent": engine.settings.max_concurrent,
         },

@@ -83,8 +83,10 @@ class FakeTelegram:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
+        """Stop serving: from now on the Bot API is out of reach (as on a network outage)."""
         if self._runner is not None:
-            await self._runner.cleanup()
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
 
     # -- what the user does -------------------------------------------------------------
 

@@ -509,3 +509,49 @@ async def test_a_telegram_turn_waits_for_a_slot_in_the_engines_queue(
     assert daemon.engine.waiting == 0
     await busy
     assert "never run" not in [newest_user_text(r) for r in mock_api.requests]
+
+
+async def test_sigterm_with_the_bot_api_out_of_reach_drains_at_once(
+    telegram: FakeTelegram, cli_env: str, claude_cli: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import socket
+    import sys
+
+    import aiohttp
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ, "CLAUDE_BIN": str(claude_cli), "STATE_DIR": str(tmp_path / "state"), "PROXY_PORT": str(port),
+        "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": telegram.root, "TELEGRAM_ALLOWED_USERS": str(USER),
+        "SHUTDOWN_GRACE": "5",
+    }  # fmt: skip
+    daemon = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "claude-max"), "serve", "--env-file", str(empty_env(tmp_path)),
+        env=env, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    body = {"model": "sonnet", "messages": [{"role": "user", "content": "after the signal"}]}
+    try:
+        await telegram.wait_for(lambda: telegram.calls_of("setMyCommands"))
+        await asyncio.sleep(1)  # polling
+        await telegram.stop()  # the Bot API is out of reach: the poller goes into its retry backoff
+        async with aiohttp.ClientSession() as http:
+            running = {"model": "sonnet", "messages": [{"role": "user", "content": "SLEEP_TOOL keeps the drain open"}]}
+            long_turn = asyncio.create_task(http.post(url, json=running))
+            await asyncio.sleep(2)
+            daemon.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)
+            async with http.post(url, json=body) as response:
+                assert response.status == 503, "new turns are refused from the signal on, not after the poller"
+                assert (await response.json())["error"]["code"] == "shutting_down"
+            async with asyncio.timeout(30):
+                assert await daemon.wait() == 0
+            (await long_turn).close()
+    finally:
+        if daemon.returncode is None:
+            daemon.kill()
+            await daemon.wait()

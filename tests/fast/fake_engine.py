@@ -161,6 +161,7 @@ class FakeEngine:
         self.pool = FakePool()
         self.approvals = Approvals(600)
         self.waiting = 0
+        self.waiting_for_conversation = 0
 
     @classmethod
     def factory(cls, scripts: list[list[Step]], built: list[FakeEngine]) -> Callable[[Settings], FakeEngine]:

@@ -424,3 +424,25 @@ async def test_the_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     modes = store_modes(tmp_path, DB_NAME)
     await store.close()
     assert modes and set(modes.values()) == {0o600}, modes
+
+
+async def test_a_turn_behind_its_conversation_waits_a_bounded_time_and_is_counted() -> None:
+    import asyncio
+
+    from core.capacity import ConversationLocks
+    from core.errors import Saturated
+
+    locks = ConversationLocks()
+    async with locks.hold("c1"):
+        behind = asyncio.ensure_future(locks.hold("c1", wait=0.2).__aenter__())
+        await asyncio.sleep(0.05)
+        assert locks.waiting == 1, "counted while it waits"
+        with pytest.raises(Saturated) as caught:
+            await behind
+        assert "previous turn is still running" in caught.value.message and caught.value.retry_after
+        assert locks.waiting == 0
+        async with locks.hold("c2", wait=0.2):  # another conversation does not wait
+            pass
+    async with locks.hold("c1", wait=0.2):  # free again
+        assert len(locks) == 1
+    assert len(locks) == 0
