@@ -393,11 +393,11 @@ async def test_network_errors_are_retried_and_entities_fall_back(bot: Daemon, te
     assert answer.entities == [], "sent again as plain text"
 
 
-async def test_sigterm_stops_the_bot_quickly(
-    telegram: FakeTelegram, cli_env: str, claude_cli: Path, tmp_path: Path, mock_api: MockAnthropic
-) -> None:
+async def serve_bot(
+    telegram: FakeTelegram, claude_cli: Path, tmp_path: Path, *, grace: float, stderr: int
+) -> tuple[asyncio.subprocess.Process, int]:
+    """`claude-max serve` as a process of its own, with the bot on the fake Bot API; (process, HTTP port)."""
     import os
-    import signal
     import socket
     import sys
 
@@ -407,12 +407,21 @@ async def test_sigterm_stops_the_bot_quickly(
     env = {
         **os.environ, "CLAUDE_BIN": str(claude_cli), "STATE_DIR": str(tmp_path / "state"), "PROXY_PORT": str(port),
         "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": telegram.root, "TELEGRAM_ALLOWED_USERS": str(USER),
-        "SHUTDOWN_GRACE": "1",
+        "SHUTDOWN_GRACE": f"{grace:g}",
     }  # fmt: skip
     daemon = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "claude-max"), "serve", "--env-file", str(empty_env(tmp_path)),
-        env=env, stderr=asyncio.subprocess.PIPE,
+        env=env, stderr=stderr,
     )  # fmt: skip
+    return daemon, port
+
+
+async def test_sigterm_stops_the_bot_quickly(
+    telegram: FakeTelegram, cli_env: str, claude_cli: Path, tmp_path: Path, mock_api: MockAnthropic
+) -> None:
+    import signal
+
+    daemon, _ = await serve_bot(telegram, claude_cli, tmp_path, grace=1, stderr=asyncio.subprocess.PIPE)
     try:
         await telegram.wait_for(lambda: telegram.calls_of("setMyCommands"))
         telegram.user_sends("SLEEP_TOOL before shutdown")
@@ -514,25 +523,11 @@ async def test_a_telegram_turn_waits_for_a_slot_in_the_engines_queue(
 async def test_sigterm_with_the_bot_api_out_of_reach_drains_at_once(
     telegram: FakeTelegram, cli_env: str, claude_cli: Path, tmp_path: Path
 ) -> None:
-    import os
     import signal
-    import socket
-    import sys
 
     import aiohttp
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
-        **os.environ, "CLAUDE_BIN": str(claude_cli), "STATE_DIR": str(tmp_path / "state"), "PROXY_PORT": str(port),
-        "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": telegram.root, "TELEGRAM_ALLOWED_USERS": str(USER),
-        "SHUTDOWN_GRACE": "5",
-    }  # fmt: skip
-    daemon = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "claude-max"), "serve", "--env-file", str(empty_env(tmp_path)),
-        env=env, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
+    daemon, port = await serve_bot(telegram, claude_cli, tmp_path, grace=5, stderr=asyncio.subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     body = {"model": "sonnet", "messages": [{"role": "user", "content": "after the signal"}]}
     try:
