@@ -30,6 +30,7 @@ from proxy.schema import (
     ToolCall,
     ToolMessage,
     UserMessage,
+    chat_request,
 )
 
 
@@ -184,6 +185,8 @@ def _tools(tools: list[AnthropicTool] | None) -> list[dict[str, Any]] | None:
 
 def _tool_choice(choice: dict[str, Any] | None) -> Any:
     kind = (choice or {}).get("type", "auto")
+    if not isinstance(kind, str):
+        raise bad_request("tool_choice.type must be a string", param="tool_choice")
     if kind == "tool":
         return {"type": "function", "function": {"name": (choice or {}).get("name")}}
     translated = {"auto": "auto", "any": "required", "none": "none"}.get(kind)
@@ -211,7 +214,8 @@ def to_chat(body: MessagesRequest) -> ChatCompletionRequest:
             messages += _user(message, f"messages.{index}")
         else:
             messages.append(_assistant(message))
-    return ChatCompletionRequest(
+    return chat_request(
+        "messages",
         model=body.model,
         messages=messages,
         stream=body.stream,

@@ -236,7 +236,8 @@ def _tool_instruction(choice: Any, tools: tuple[ClientTool, ...]) -> str:
     if choice == "required":
         return "(Answer this by calling one of the application's tools, the ones of the `client` MCP server.)"
     if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
         tool = next((t for t in tools if t.name == name), None)
         if tool is None:
             raise BadConversation(f"tool_choice names {name!r}, which is not among the tools", "tool_choice")

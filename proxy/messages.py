@@ -10,7 +10,7 @@ from aiohttp import web
 
 from proxy.anthropic_schema import MessagesRequest, to_chat
 from proxy.anthropic_writers import MessageStreamWriter, MessageWriter
-from proxy.chat import read_request
+from proxy.bodies import read_request
 from proxy.dialogue import MESSAGES, serve
 from proxy.keys import SETTINGS
 from proxy.writers import Writer

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from core import StoredResponse
-from proxy.chat import read_request
+from proxy.bodies import read_request
 from proxy.dialogue import RESPONSES, serve
 from proxy.errors import ApiException, ApiFailure
 from proxy.keys import SCOPE, SETTINGS, get_engine

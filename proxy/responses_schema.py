@@ -33,6 +33,7 @@ from proxy.schema import (
     ToolCall,
     ToolMessage,
     UserMessage,
+    chat_request,
 )
 
 CUSTOM_INPUT = "input"  # the one argument a custom (free-form) tool is offered with
@@ -198,6 +199,8 @@ def _tools(tools: list[dict[str, Any]] | None) -> tuple[list[dict[str, Any]] | N
     custom: set[str] = set()
     for index, tool in enumerate(tools):
         kind = tool.get("type") if isinstance(tool, dict) else None
+        if not isinstance(kind, str):
+            raise bad_request("a tool must be an object with a type", param=f"tools.{index}")
         if kind in _IGNORED_TOOLS:
             continue
         if kind in _REFUSED_TOOLS:
@@ -256,7 +259,8 @@ def translate(body: ResponsesRequest, earlier: list[dict[str, Any]]) -> Translat
     if text_format is not None and text_format.type != "text":
         output_schema(text_format.type, text_format.schema_, "text.format")  # checked here, to name the field
         answer_format = ResponseFormat(type=text_format.type, json_schema=JSONSchemaFormat(schema=text_format.schema_))
-    chat = ChatCompletionRequest(
+    chat = chat_request(
+        "input",
         model=body.model,
         messages=messages,
         stream=body.stream,
