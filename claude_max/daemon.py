@@ -14,8 +14,10 @@ a token is set); aiohttp leaves them in the reverse order. Stopping, in one plac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -69,6 +71,15 @@ def compose(settings: Settings, *, engine: Callable[[Settings], Engine] = Engine
     return app
 
 
+def _raise_open_file_limit() -> None:
+    """As many open files as the system lets us: every client connection and every CLI's pipes take some, and
+    running out stops the daemon accepting connections at all."""
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def serve(settings: Settings) -> int:
     """Run the daemon until SIGTERM or SIGINT; the exit status."""
     problems = [c for c in await run_checks(settings) if not c.ok and c.fatal]
@@ -78,6 +89,7 @@ async def serve(settings: Settings) -> int:
             if check.fix:
                 print(f"  fix: {check.fix}", file=sys.stderr)
         return 2
+    _raise_open_file_limit()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+
+from aiohttp.http_exceptions import HttpProcessingError
 
 _TOKEN_IN_URL = re.compile(r"/bot\d+:[A-Za-z0-9_-]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what could forge a line or steer a terminal (tab is fine)
@@ -34,9 +37,24 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse (bad or oversized headers, broken chunking) as an ERROR with a
+    traceback; it is a client's mistake, told in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            reason = " ".join(str(error.message).split())[:200]
+            record.msg, record.args = f"bad_http_request status={error.code} reason={reason!r}", None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def configure_logging(*, debug: bool, secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s event=%(message)s"))
+    handler.addFilter(RepeatFilter())
     handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -44,5 +62,37 @@ def configure_logging(*, debug: bool, secrets: Iterable[str] = ()) -> None:
     # httpx logs request URLs at INFO, and Telegram's contain the bot token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
     logging.getLogger("asyncio").setLevel(logging.WARNING)
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
+
+
+class RepeatFilter(logging.Filter):
+    """One line for a burst of the same event: a record whose logger and message template were just logged
+    is held back for `quiet` seconds, and the next one that passes says how many were held. (A flood of
+    `accept()` errors when file descriptors run out wrote 62 MB in 6 s.) Tracebacks of the same error
+    collapse the same way."""
+
+    def __init__(self, quiet: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._quiet = quiet
+        self._clock = clock
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True  # (events of normal operation repeat by nature)
+        key = (record.name, record.levelno, str(record.msg))
+        now = self._clock()
+        last, held = self._seen.get(key, (-self._quiet - 1.0, 0))
+        if now - last < self._quiet:
+            self._seen[key] = (last, held + 1)
+            return False
+        self._seen[key] = (now, 0)
+        if len(self._seen) > 1024:  # forget the oldest kinds
+            for stale in sorted(self._seen, key=lambda k: self._seen[k][0])[:512]:
+                del self._seen[stale]
+        if held:
+            record.msg = f"{record.getMessage()} (and {held} more like it in the last {self._quiet:g} s)"
+            record.args = None
+        return True

@@ -446,3 +446,41 @@ async def test_a_turn_behind_its_conversation_waits_a_bounded_time_and_is_counte
     async with locks.hold("c1", wait=0.2):  # free again
         assert len(locks) == 1
     assert len(locks) == 0
+
+
+def test_a_burst_of_the_same_error_is_one_line_then_a_count() -> None:
+    import logging
+
+    from claude_max.logs import RepeatFilter
+
+    now = [0.0]
+    repeats = RepeatFilter(quiet=10, clock=lambda: now[0])
+
+    def record(msg: str, level: int = logging.ERROR) -> logging.LogRecord:
+        return logging.LogRecord("asyncio", level, "", 0, msg, ("fd 3",), None)
+
+    passed = [repeats.filter(record("socket.accept() out of system resource %s")) for _ in range(500)]
+    assert passed.count(True) == 1, "one line for the burst"
+    assert repeats.filter(record("another error %s")), "another event is not held back"
+    assert all(repeats.filter(record("request %s", logging.INFO)) for _ in range(3)), "normal events all pass"
+    now[0] = 11
+    later = record("socket.accept() out of system resource %s")
+    assert repeats.filter(later) and later.getMessage().endswith("(and 499 more like it in the last 10 s)")
+
+
+def test_a_request_aiohttp_cannot_parse_is_one_warning_line() -> None:
+    import logging
+    import sys
+
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    from claude_max.logs import MalformedRequestFilter
+
+    try:
+        raise BadHttpMessage("Invalid header token:\n\n  b'Bad Header'\n       ^")
+    except BadHttpMessage:
+        record = logging.LogRecord("aiohttp.server", logging.ERROR, "", 0, "Error handling request from %s",
+                                   ("127.0.0.1",), sys.exc_info())  # fmt: skip
+    assert MalformedRequestFilter().filter(record)
+    assert record.levelname == "WARNING" and record.exc_info is None
+    assert record.getMessage() == "bad_http_request status=400 reason=\"Invalid header token: b'Bad Header' ^\""
