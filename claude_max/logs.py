@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from aiohttp.http_exceptions import HttpProcessingError
 
 _TOKEN_IN_URL = re.compile(r"/bot\d+:[A-Za-z0-9_-]+")
+FRAGMENT = 8  # the shortest piece of a secret masked on its own (DEBUG only)
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what could forge a line or steer a terminal (tab is fine)
 
 
@@ -22,15 +23,27 @@ class RedactingFilter(logging.Filter):
     """Masks configured secrets, and Telegram bot tokens in URLs, in every record, and escapes control
     characters, so that no logged value (a client's conversation id, a URL path) can forge a line."""
 
-    def __init__(self, secrets: Iterable[str]) -> None:
+    def __init__(self, secrets: Iterable[str], *, fragments: bool = False) -> None:
         super().__init__()
         self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        # With DEBUG, the CLI's events are logged one by one, and a secret the agent printed can be split
+        # across two text deltas: each line then holds a beginning or an end of it, masked too.
+        pieces = {
+            piece
+            for secret in self._secrets if fragments and len(secret) > FRAGMENT
+            for n in range(FRAGMENT, len(secret))
+            for piece in (secret[:n], secret[-n:])
+        }  # fmt: skip
+        self._fragments = re.compile("|".join(re.escape(p) for p in sorted(pieces, key=len, reverse=True)))
+        self._has_fragments = bool(pieces)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         redacted = _TOKEN_IN_URL.sub("/bot<redacted>", message)
         for secret in self._secrets:
             redacted = redacted.replace(secret, "<redacted>")
+        if self._has_fragments:
+            redacted = self._fragments.sub("<redacted>", redacted)
         redacted = _CONTROL.sub(_escaped, redacted)
         if redacted != message:
             record.msg, record.args = redacted, None
@@ -55,7 +68,7 @@ def configure_logging(*, debug: bool, secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s event=%(message)s"))
     handler.addFilter(RepeatFilter())
-    handler.addFilter(RedactingFilter(secrets))
+    handler.addFilter(RedactingFilter(secrets, fragments=debug))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)

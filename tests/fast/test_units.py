@@ -484,3 +484,23 @@ def test_a_request_aiohttp_cannot_parse_is_one_warning_line() -> None:
     assert MalformedRequestFilter().filter(record)
     assert record.levelname == "WARNING" and record.exc_info is None
     assert record.getMessage() == "bad_http_request status=400 reason=\"Invalid header token: b'Bad Header' ^\""
+
+
+def test_with_debug_a_secret_split_across_two_lines_is_masked_in_both() -> None:
+    import logging
+
+    key = "sk-ant-oat01-0123456789abcdefghijklmnop"
+    masking = RedactingFilter([key], fragments=True)
+    first = logging.LogRecord(
+        "core.engine", logging.DEBUG, "", 0, "cli_event event=%r", (f"TextDelta('{key[:20]}')",), None
+    )
+    second = logging.LogRecord(
+        "core.engine", logging.DEBUG, "", 0, "cli_event event=%r", (f"TextDelta('{key[20:]}')",), None
+    )
+    for record in (first, second):
+        masking.filter(record)
+    assert key[:20] not in first.getMessage() and key[20:] not in second.getMessage()
+    assert "<redacted>" in first.getMessage() and "<redacted>" in second.getMessage()
+    plain = logging.LogRecord("x", logging.INFO, "", 0, "turn outcome=ok model=claude-sonnet", None, None)
+    masking.filter(plain)
+    assert plain.getMessage() == "turn outcome=ok model=claude-sonnet", "nothing else is touched"
