@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any, TypeVar
@@ -9,14 +10,22 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from proxy.errors import ApiException, bad_request
+from proxy.errors import ApiException, ApiFailure, bad_request
+
+READ_TIMEOUT = 60.0  # seconds a client may take to send its body (a slow one must not hold a handler forever)
 
 Body = TypeVar("Body", bound=BaseModel)
 
 
 async def read_request(request: web.Request, schema: type[Body]) -> Body:
     """The request body as `schema`, or a 400 that says what is wrong and where."""
-    raw = await request.read()
+    try:
+        async with asyncio.timeout(READ_TIMEOUT):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiException(ApiFailure(408, "invalid_request_error",
+                                      f"the request body did not arrive within {READ_TIMEOUT:g} s",
+                                      code="request_timeout")) from None  # fmt: skip
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -80,3 +80,23 @@ async def test_without_keys_only_loopback_names_are_served(
     assert answered == status, answer
     if status == 403:
         assert answer["error"]["code"] == "host_not_allowed" and not face.engine.requests
+
+
+async def test_a_body_that_never_arrives_is_a_408(
+    start: Callable[..., Any],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import proxy.bodies
+
+    monkeypatch.setattr(proxy.bodies, "READ_TIMEOUT", 0.5)
+    face: Face = await start([[done("never")]])
+    address, port = face.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(address, int(port))
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 1000\r\n\r\n{\"model\": ")  # fmt: skip
+    await writer.drain()
+    async with asyncio.timeout(10):
+        answer = await reader.read(4096)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer, answer[:300]
+    assert not face.engine.requests
