@@ -30,6 +30,7 @@ from bot.approvals import PREFIX as APPROVAL_PREFIX
 from bot.approvals import ApprovalDesk
 from bot.calls import send
 from bot.chat import ChatSession, Job, conversation_key
+from bot.limits_text import limit_lines
 from bot.progress import STOP_DATA
 from bot.uploads import UploadRefused, check_size, upload_path
 from core import (
@@ -374,6 +375,7 @@ class ClaudeBot:
             f"{usage.completion_tokens:,} out, "
             f"${usage.cost_usd:.4f}"
         )
+        lines += limit_lines(self.engine.limits)
         await self._reply(update, "\n".join(lines))
 
     async def _unknown_command(self, update: Update, context: Context) -> None:

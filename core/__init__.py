@@ -30,8 +30,9 @@ from core.errors import (
     UnknownModel,
     UpstreamError,
 )
-from core.events import Usage
+from core.events import LimitWindow, Usage
 from core.images import image_block, image_block_from_bytes
+from core.limits import SubscriptionLimits
 from core.models import listed_models, resolve_model
 from core.store import Conversation, SessionStore, StoredResponse
 from core.transcript import Exchange, Transcript, digest
@@ -71,6 +72,7 @@ __all__ = [
     "EngineError",
     "Exchange",
     "Finished",
+    "LimitWindow",
     "NoStructuredAnswer",
     "PermissionPrompt",
     "Prompt",
@@ -83,6 +85,7 @@ __all__ = [
     "ShuttingDown",
     "StoreError",
     "StoredResponse",
+    "SubscriptionLimits",
     "ToolActivity",
     "Transcript",
     "Turn",

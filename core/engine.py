@@ -21,6 +21,7 @@ from core.config import Settings
 from core.errors import CancelReason, ShuttingDown, StoreError
 from core.hygiene import INSTANCE_VARIABLE, STATE_VARIABLE, StateLock, reap_leftovers, state_key
 from core.launcher import Launcher
+from core.limits import SubscriptionLimits
 from core.store import SessionStore
 from core.turn import Turn, TurnContext, TurnListener, TurnRequest, TurnTracker
 from core.warm import WarmPool
@@ -52,10 +53,11 @@ class Engine:
         )
         self._slots = Slots(settings.max_concurrent, queue_wait=settings.queue_wait)
         self._locks = ConversationLocks()
+        self.limits = SubscriptionLimits()  # the subscription's windows, as the CLI last reported them
         # Permission prompts of `ask` turns; a face that can ask a person registers with it.
         self.approvals = Approvals(settings.approval_timeout)
         self._context = TurnContext(
-            settings=settings, store=self.store, slots=self._slots, locks=self._locks,
+            settings=settings, store=self.store, slots=self._slots, locks=self._locks, limits=self.limits,
             launcher=self._launcher, approvals=self.approvals, tracker=self._tracker,
         )  # fmt: skip
 
@@ -71,6 +73,7 @@ class Engine:
         self._state_lock.acquire()
         try:
             await self.store.open()
+            self.limits.load(await self.store.limits())  # what the CLI last said, before the restart
         except BaseException:
             self._state_lock.release()
             raise

@@ -8,6 +8,7 @@ Events of subagents carry `parent_tool_use_id`; the faces show only the main thr
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,12 +92,24 @@ class ApiRetry:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitWindow:
+    """One of the subscription's usage windows, as the CLI last reported it."""
+
+    name: str  # five_hour, seven_day, seven_day_opus, ...
+    utilization: float | None  # 0..1 (above 1 when overage is in use)
+    resets_at: float | None  # epoch seconds
+    status: str  # allowed, allowed_warning, rejected, or "" when the CLI did not say
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimit:
     """The subscription's rate-limit state (`rate_limit_event`, on subscription credentials only)."""
 
     status: str  # allowed, allowed_warning, rejected
     resets_at: float | None  # epoch seconds
-    kind: str | None  # five_hour, seven_day, ...
+    kind: str | None  # five_hour, seven_day, ...: the window the status is about
+    windows: tuple[LimitWindow, ...] = ()
+    using_overage: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +310,38 @@ def _result(raw: dict[str, Any]) -> Result:
     )
 
 
+def _number(value: Any) -> float | None:
+    """A finite number, or None (for a field that is missing or not one)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _window(name: str, window: dict[str, Any]) -> LimitWindow:
+    status = window.get("status")
+    return LimitWindow(
+        name,
+        _number(window.get("utilization")),
+        _number(window.get("resetsAt")),
+        status if isinstance(status, str) else "",
+    )
+
+
+def _rate_limit(raw: dict[str, Any]) -> RateLimit:
+    """Every field the CLI sends that we understand; missing, mistyped or unknown ones are left out."""
+    info = raw["rate_limit_info"] if isinstance(raw.get("rate_limit_info"), dict) else {}
+    windows = info["unifiedWindows"] if isinstance(info.get("unifiedWindows"), dict) else {}
+    kind = info.get("rateLimitType") if isinstance(info.get("rateLimitType"), str) else None
+    found = [_window(str(name), window) for name, window in windows.items() if isinstance(window, dict)]
+    if kind and kind not in windows and _number(info.get("utilization")) is not None:
+        found.append(_window(kind, info))
+    overage = info.get("isUsingOverage")
+    return RateLimit(
+        str(info.get("status") or ""), _number(info.get("resetsAt")), kind, tuple(found),
+        overage if isinstance(overage, bool) else None,
+    )  # fmt: skip
+
+
 def parse_event(line: bytes | str) -> list[Event]:
     """Parse one stdout line into zero or more events (an assistant message may hold several blocks)."""
     try:
@@ -318,9 +363,7 @@ def parse_event(line: bytes | str) -> list[Event]:
         request = raw["request"] if isinstance(raw.get("request"), dict) else {}
         return [ControlRequest(str(raw.get("request_id") or ""), str(request.get("subtype") or ""), request)]
     if kind == "rate_limit_event":
-        info = raw.get("rate_limit_info") or {}
-        resets = info.get("resetsAt")
-        return [RateLimit(str(info.get("status") or ""), float(resets) if resets else None, info.get("rateLimitType"))]
+        return [_rate_limit(raw)]
     if kind == "system":
         subtype = raw.get("subtype")
         if subtype == "init":

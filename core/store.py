@@ -23,6 +23,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import aiosqlite
 
 from core.errors import StoreError
+from core.events import LimitWindow
+from core.limits import WindowState
 from core.transcript import Transcript
 
 log = logging.getLogger("core.store")
@@ -159,6 +161,13 @@ async def _m5_responses(db: aiosqlite.Connection) -> None:
     )
 
 
+async def _m6_subscription_limits(db: aiosqlite.Connection) -> None:
+    await db.execute(
+        "CREATE TABLE subscription_limits (window TEXT PRIMARY KEY, utilization REAL, resets_at REAL,"
+        " status TEXT NOT NULL, observed_at REAL NOT NULL)"
+    )
+
+
 # Numbered migrations; applied names are kept in the `migrations` table. Append only.
 MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] = [
     ("m001_conversations", _m1_conversations),
@@ -166,6 +175,7 @@ MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] 
     ("m003_transcripts", _m3_transcripts),
     ("m004_permission_modes", _m4_permission_modes),
     ("m005_responses", _m5_responses),
+    ("m006_subscription_limits", _m6_subscription_limits),
 ]
 
 
@@ -415,6 +425,21 @@ class SessionStore:
             chain.append(StoredResponse(row[0], row[1], row[2], json.loads(row[3])))
             next_id = row[2]
         return chain[::-1]
+
+    @_writes
+    async def keep_limits(self, states: list[WindowState]) -> None:
+        await self.db.executemany(
+            "INSERT OR REPLACE INTO subscription_limits (window, utilization, resets_at, status, observed_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(s.window.name, s.window.utilization, s.window.resets_at, s.window.status, s.observed_at) for s in states],
+        )
+        await self.db.commit()
+
+    async def limits(self) -> list[WindowState]:
+        query = "SELECT window, utilization, resets_at, status, observed_at FROM subscription_limits"
+        async with self.db.execute(query) as cursor:
+            rows = await cursor.fetchall()
+        return [WindowState(LimitWindow(r[0], r[1], r[2], r[3]), float(r[4])) for r in rows]
 
     async def ping(self) -> None:
         async with self.db.execute("SELECT 1") as cursor:

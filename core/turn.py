@@ -62,6 +62,7 @@ from core.events import (
     parse_event,
 )
 from core.launcher import Launcher, LaunchOptions
+from core.limits import SubscriptionLimits, WindowState
 from core.models import answer_model
 from core.process import CLIProcess
 from core.store import Conversation, LedgerEntry, SessionStore
@@ -164,6 +165,7 @@ class TurnContext:
     launcher: Launcher
     approvals: Approvals
     tracker: TurnTracker = field(default_factory=TurnTracker)
+    limits: SubscriptionLimits = field(default_factory=SubscriptionLimits)
 
 
 def _holds(record: Conversation, history: Transcript) -> bool:
@@ -506,8 +508,11 @@ class Turn:
             if event.error_status == 429:
                 # The CLI waits the upstream's Retry-After plus up to 25% jitter (or its own backoff, if longer).
                 self._retry_after = max(1, event.delay_ms // 1000)
-        elif isinstance(event, RateLimit) and event.status == "rejected" and event.resets_at:
-            self._retry_after = max(1, math.ceil(event.resets_at - time.time()))  # when the window opens again
+        elif isinstance(event, RateLimit):
+            if event.status == "rejected" and event.resets_at:
+                self._retry_after = max(1, math.ceil(event.resets_at - time.time()))  # when the window opens again
+            if changed := self._ctx.limits.update(event):
+                self._ctx.tracker.background(self._keep_limits(changed))
         elif isinstance(event, ApiError):
             process.note(f"API error {event.status}")
 
@@ -573,6 +578,10 @@ class Turn:
             completion_tokens=usage.output_tokens, cached_tokens=usage.cache_read_tokens,
             cost_usd=result.cost_usd, outcome=self.outcome,
         )  # fmt: skip
+
+    async def _keep_limits(self, changed: list[WindowState]) -> None:
+        with contextlib.suppress(StoreError):  # (the store logged it; the engine keeps them all the same)
+            await self._ctx.store.keep_limits(changed)
 
     async def _account(self, result: Result) -> None:
         """The tokens and cost of a turn that did not succeed, in the ledger all the same."""

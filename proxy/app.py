@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -42,6 +43,22 @@ async def health(request: web.Request) -> web.Response:
         },
         status=503 if problem else 200,
     )
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+async def limits(request: web.Request) -> web.Response:
+    """The subscription's usage windows, as the CLI last reported them (only on a subscription credential)."""
+    engine, now = get_engine(request), time.time()
+    snapshot = engine.limits.snapshot(now)
+    windows = {
+        window.name: {"utilization": window.utilization, "resets_at": _iso(window.resets_at), "status": window.status,
+                      "observed_at": _iso(seen), "age_seconds": round(now - seen, 1)}
+        for window, seen in snapshot
+    }  # fmt: skip
+    return web.json_response({"status": engine.limits.status(now) or "unknown", "windows": windows})
 
 
 def _anthropic_card(name: str) -> dict[str, str]:
@@ -115,6 +132,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(release_parked)
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/limits", limits)
     app.router.add_get("/v1/models/{model:.+}", model)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/messages", messages)

@@ -29,6 +29,22 @@ class _EngineGauges(Collector):
         yield GaugeMetricFamily("claude_max_turns_waiting", "Turns waiting for a CLI slot", value=engine.waiting)
         yield GaugeMetricFamily("claude_max_warm_processes", "CLI processes kept warm", value=engine.pool.size)
         yield GaugeMetricFamily("claude_max_spare_processes", "CLI processes started ahead", value=engine.pool.spares)
+        utilization = GaugeMetricFamily(
+            "claude_max_subscription_utilization", "Used share of a subscription window (0..1), as last reported",
+            labels=["window"],
+        )  # fmt: skip
+        resets = GaugeMetricFamily(
+            "claude_max_subscription_resets_at_seconds",
+            "When a subscription window resets (Unix time)",
+            labels=["window"],
+        )
+        for window, _ in engine.limits.snapshot():
+            if window.utilization is not None:
+                utilization.add_metric([window.name], window.utilization)
+            if window.resets_at is not None:
+                resets.add_metric([window.name], window.resets_at)
+        yield utilization
+        yield resets
 
 
 class Metrics:

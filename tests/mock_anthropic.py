@@ -22,6 +22,7 @@ The reply is chosen by directives in the newest user text of the request:
 - ``MAXTOK``: stop with ``max_tokens``
 - ``CALL_CLIENT <name> {json}`` (repeatable): calls of the offered MCP tools named ``mcp__*__<name>``
 - ``REROUTED``: the answer comes from ``REROUTED_MODEL``, whatever was asked for
+- ``LIMITS<n>[/<m>]``: the subscription's windows in the response headers (five-hour n %, seven-day m %)
 - ``MARKDOWN``: a 20,000-character Markdown answer with headings, code blocks and broken markup
 
 Every request body is kept in ``requests`` so tests can check what the CLI sent.
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,6 +146,34 @@ def structured(text: str, body: dict[str, Any]) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+RESETS_5H_IN = 2 * 3600 + 10 * 60  # seconds from now the mock's five-hour window resets in
+RESETS_7D_IN = 3 * 86400
+
+
+def limit_headers(text: str) -> dict[str, str]:
+    """`LIMITS<five-hour %>[/<seven-day %>]`: the subscription's windows as the API reports them (the CLI turns
+    them into a rate_limit_event on a subscription credential)."""
+    found = re.search(r"LIMITS(\d+)(?:/(\d+))?", text)
+    if not found:
+        return {}
+    five, seven = int(found.group(1)) / 100, int(found.group(2) or 40) / 100
+    now = int(time.time())
+    resets_5h, resets_7d = now + RESETS_5H_IN, now + RESETS_7D_IN
+
+    def status(utilization: float) -> str:
+        return "rejected" if utilization >= 1 else "allowed_warning" if utilization >= 0.8 else "allowed"
+
+    prefix = "anthropic-ratelimit-unified"
+    return {
+        f"{prefix}-status": "rejected" if max(five, seven) >= 1 else "allowed",
+        f"{prefix}-reset": str(resets_5h), f"{prefix}-representative-claim": "five_hour",
+        f"{prefix}-5h-utilization": str(five), f"{prefix}-5h-reset": str(resets_5h),
+        f"{prefix}-5h-status": status(five),
+        f"{prefix}-7d-utilization": str(seven), f"{prefix}-7d-reset": str(resets_7d),
+        f"{prefix}-7d-status": status(seven), f"{prefix}-fallback": "available",
+    }  # fmt: skip
 
 
 def long_markdown() -> str:
@@ -309,7 +339,7 @@ class MockAnthropic:
         message_id = f"msg_mock_{uuid.uuid4().hex[:20]}"
         if not body.get("stream"):
             self.answered += 1
-            return web.json_response(self._message(message_id, body, blocks, stop_reason))
+            return web.json_response(self._message(message_id, body, blocks, stop_reason), headers=limit_headers(text))
         return await self._stream(request, message_id, body, blocks, stop_reason, text)
 
     def _usage(self, output_tokens: int) -> dict[str, int]:
@@ -343,7 +373,8 @@ class MockAnthropic:
         stop_reason: str,
         text: str,
     ) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"content-type": "text/event-stream", "request-id": "req_mock"})
+        headers = {"content-type": "text/event-stream", "request-id": "req_mock", **limit_headers(text)}
+        response = web.StreamResponse(headers=headers)
         await response.prepare(request)
         slow = "SLOW" in text
         stall = "STALL" in text and last_tool_result(body) is None

@@ -23,6 +23,7 @@ from core import (
     Finished,
     SessionStore,
     Settings,
+    SubscriptionLimits,
     TurnCancelled,
     TurnEvent,
     TurnRequest,
@@ -162,6 +163,7 @@ class FakeEngine:
         self.approvals = Approvals(600)
         self.waiting = 0
         self.waiting_for_conversation = 0
+        self.limits = SubscriptionLimits()
 
     @classmethod
     def factory(cls, scripts: list[list[Step]], built: list[FakeEngine]) -> Callable[[Settings], FakeEngine]:

@@ -504,3 +504,38 @@ def test_with_debug_a_secret_split_across_two_lines_is_masked_in_both() -> None:
     plain = logging.LogRecord("x", logging.INFO, "", 0, "turn outcome=ok model=claude-sonnet", None, None)
     masking.filter(plain)
     assert plain.getMessage() == "turn outcome=ok model=claude-sonnet", "nothing else is touched"
+
+
+def test_a_window_whose_reset_passed_is_shown_as_reset() -> None:
+    from core import LimitWindow, SubscriptionLimits
+    from core.events import RateLimit
+
+    limits = SubscriptionLimits()
+    five = LimitWindow("five_hour", 0.97, 1000.0, "allowed_warning")
+    week = LimitWindow("seven_day", 1.2, 5000.0, "rejected")  # above 1: overage, kept as said
+    limits.update(RateLimit("rejected", 5000.0, "seven_day", (five, week)), now=900.0)
+    assert limits.status(now=999.0) == "rejected"
+    (now_five, _), (now_week, _) = limits.snapshot(now=1001.0)
+    assert (now_five.utilization, now_five.status) == (0.0, "allowed") and now_week.utilization == 1.2
+    assert limits.status(now=6000.0) == "allowed", "both reset"
+
+
+def test_the_chat_reads_the_windows_in_words() -> None:
+    from bot.limits_text import limit_lines, until
+    from core import LimitWindow, SubscriptionLimits
+    from core.events import RateLimit
+
+    assert (until(7799), until(3 * 86400 + 4 * 3600 - 5), until(30), until(600), until(-5)) == (
+        "2 h 10 min", "3 days 4 h", "1 min", "10 min", "a moment",
+    )  # fmt: skip
+    limits = SubscriptionLimits()
+    assert limit_lines(limits) == [], "nothing said when the CLI never reported"
+    windows = (
+        LimitWindow("five_hour", 0.91, 1000.0 + 7800, "allowed_warning"),
+        LimitWindow("seven_day", 0.4, None, ""),
+    )
+    limits.update(RateLimit("allowed_warning", None, "five_hour", windows), now=1000.0)
+    assert limit_lines(limits, now=1000.0) == [
+        "Five-hour window: 91% used, resets in 2 h 10 min ⚠️",
+        "Seven-day window: 40% used",
+    ]

@@ -1,0 +1,40 @@
+"""The subscription's windows in a chat's words: "five-hour window: 91% used, resets in 2 h 10 min"."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from core import SubscriptionLimits
+
+_NAMES = {"five_hour": "five-hour window", "seven_day": "seven-day window", "seven_day_opus": "seven-day Opus window",
+          "seven_day_sonnet": "seven-day Sonnet window"}  # fmt: skip
+
+
+_FLAGS = {"rejected": " ⛔ limit reached", "allowed_warning": " ⚠️"}
+
+
+def until(seconds: float) -> str:
+    """A wait in words, rounded up to the minute: "2 h 10 min", "3 days 4 h", "1 min"."""
+    if seconds <= 0:
+        return "a moment"
+    minutes = math.ceil(seconds / 60)
+    days, hours, minutes = minutes // 1440, minutes // 60 % 24, minutes % 60
+    if days:
+        return f"{days} day{'s' if days > 1 else ''}" + (f" {hours} h" if hours else "")
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def limit_lines(limits: SubscriptionLimits, now: float | None = None) -> list[str]:
+    """One line per window the CLI reported; none when it never did (not on a subscription credential)."""
+    moment = time.time() if now is None else now
+    lines = []
+    for window, _ in limits.snapshot(moment):
+        name = _NAMES.get(window.name, window.name.replace("_", " ") + " window")
+        used = f"{window.utilization * 100:.0f}% used" if window.utilization is not None else "use unknown"
+        resets = f", resets in {until(window.resets_at - moment)}" if window.resets_at is not None else ""
+        flag = (
+            " ⛔ limit reached" if window.status == "rejected" else " ⚠️" if window.status == "allowed_warning" else ""
+        )
+        lines.append(f"{name[0].upper()}{name[1:]}: {used}{resets}{flag}")
+    return lines
