@@ -210,7 +210,6 @@ class Turn:
         self._debug = context.settings.debug_enabled
         self._asking: PermissionPrompt | None = None
         self._mode_changed = False  # a decision moved the CLI out of the mode its process was started in
-        self.session_unrecorded = False  # the turn succeeded, and the store could not record its session
 
     @property
     def model_answering(self) -> str:
@@ -544,7 +543,9 @@ class Turn:
             self._first_text()  # nothing streamed (e.g. a slash command): the result's text is the answer
             yield delta
         head = self._head_after(self.answer.text) if self._head_after else None
-        try:
+        # Claude answered: the answer reaches its reader even when the store cannot record the session (the
+        # store logged why; /health tells). Unrecorded, the conversation's next turn carries the history.
+        with contextlib.suppress(StoreError):
             await self._ctx.store.record(
                 self.key,
                 session_id=result.session_id,
@@ -554,10 +555,6 @@ class Turn:
                 context=self.request.context,
                 ledger=self._ledger_entry(result),
             )
-        except StoreError:
-            # Claude answered: the answer still reaches its reader. Unrecorded, the conversation's next turn
-            # starts a session that carries the history (the store said why in its log line; /health tells).
-            self.session_unrecorded = True
         yield Finished(
             self.answer.text, self._unreported(result.usage), result.cost_usd, self.model_label, truncated(result)
         )
