@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from proxy.bodies import chat_request
 from proxy.errors import bad_request
-from proxy.formats import output_schema
 from proxy.schema import (
     AssistantMessage,
     ChatCompletionRequest,
@@ -30,7 +30,6 @@ from proxy.schema import (
     ToolCall,
     ToolMessage,
     UserMessage,
-    chat_request,
 )
 
 
@@ -198,9 +197,12 @@ def _tool_choice(choice: dict[str, Any] | None) -> Any:
 def _answer_format(output_format: dict[str, Any] | None) -> ResponseFormat | None:
     if output_format is None:
         return None
-    kind, schema = output_format.get("type"), output_format.get("schema")
-    output_schema(kind, schema, "output_format")  # checked here, to name Anthropic's field in the error
-    return ResponseFormat(type=str(kind), json_schema=JSONSchemaFormat(schema=schema))
+    kind = output_format.get("type")
+    if kind is None:
+        return None
+    # Checked where every dialect's format is (proxy.dialogue), under this dialect's name for the field.
+    return ResponseFormat(type=kind if isinstance(kind, str) else repr(kind),
+                          json_schema=JSONSchemaFormat(schema=output_format.get("schema")))  # fmt: skip
 
 
 def to_chat(body: MessagesRequest) -> ChatCompletionRequest:

@@ -141,16 +141,11 @@ class MessageStreamWriter(StreamWriter):
         await self._block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
         await self._delta({"type": "thinking_delta", "thinking": text})
 
-    async def progress(self, line: str) -> None:
-        if self.finished:
-            return
-        if self.progress_mode == "text":
-            await self.content(f"\n> {line}\n\n")
-        elif self.progress_mode == "reasoning" and self._shows_thinking:
-            await self.thinking(line + "\n")
-        else:
-            await self.start()
-            await self._event("ping", {})
+    async def _reasoning(self, text: str) -> None:
+        await (self.thinking(text) if self._shows_thinking else self._alive())
+
+    async def _alive(self) -> None:
+        await self._event("ping", {})
 
     async def tool_call(self, call: ClientToolCall) -> None:
         self.tool_calls.append(call)

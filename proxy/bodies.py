@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from proxy.errors import ApiException, ApiFailure, bad_request
+from proxy.schema import ChatCompletionRequest, SystemMessage
 
 READ_TIMEOUT = 60.0  # seconds a client may take to send its body (a slow one must not hold a handler forever)
 
@@ -86,3 +87,14 @@ def validation_failure(exc: ValidationError) -> ApiException:
     elif first["type"] == "missing":
         message = f"{param} is required"
     return bad_request(f"invalid request: {message} (at {param or 'body'})", param=param or None)
+
+
+def chat_request(where: str, **fields: Any) -> ChatCompletionRequest:
+    """A chat completion request a dialect translated into; what still cannot form one is a 400 that names
+    the dialect's field (`where`), not the translation's."""
+    if not fields.get("messages") or all(isinstance(m, SystemMessage) for m in fields["messages"]):
+        raise bad_request(f"{where} holds nothing to answer: no user message or tool result", param=where)
+    try:
+        return ChatCompletionRequest(**fields)
+    except ValidationError as exc:
+        raise bad_request(f"invalid request: {exc.errors()[0]['msg']} (at {where})", param=where) from None

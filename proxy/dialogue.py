@@ -56,15 +56,19 @@ def _refuse_unsupported(body: ChatCompletionRequest) -> None:
 
 @dataclass(frozen=True)
 class Dialect:
-    """An HTTP API the face speaks. `messages_param` is what a dialect other than chat completions calls
-    its messages, for errors that point into them (their positions are the translated messages', so they
-    are left out)."""
+    """An HTTP API the face speaks, and what it calls the fields every dialect has, for errors that point at
+    them. `messages` leaves out positions in a dialect other than chat completions (they are those of the
+    translated messages)."""
 
     name: str
-    messages_param: str | None = None
+    messages: str | None = None
+    answer_format: str = "response_format"
+    effort: str = "reasoning_effort"
 
 
-CHAT, RESPONSES, MESSAGES = Dialect("chat"), Dialect("responses", "input"), Dialect("messages", "messages")
+CHAT = Dialect("chat")
+RESPONSES = Dialect("responses", messages="input", answer_format="text.format", effort="reasoning.effort")
+MESSAGES = Dialect("messages", messages="messages", answer_format="output_format")
 
 
 async def serve(
@@ -73,7 +77,7 @@ async def serve(
     """Answer `body` through `writer`: a new turn, or the parked turn whose tool results it brings."""
 
     def refused(exc: BadConversation) -> ApiException:
-        param, messages_param = exc.param, dialect.messages_param
+        param, messages_param = exc.param, dialect.messages
         if messages_param is not None and param is not None and param.startswith("messages"):
             param = messages_param
         return bad_request(str(exc), param=param)
@@ -84,9 +88,9 @@ async def serve(
     schema = output_schema(
         answer_format.type if answer_format else None,
         answer_format.json_schema.schema_ if answer_format and answer_format.json_schema else None,
-        "response_format",
+        dialect.answer_format,
     )
-    reasoning = effort(body.reasoning_effort, "reasoning_effort")
+    reasoning = effort(body.reasoning_effort, dialect.effort)
     try:
         model = resolve_model(body.model, default=settings.default_model, aliases=settings.model_aliases)
     except UnknownModel as exc:

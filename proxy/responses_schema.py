@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import Field
 
+from proxy.bodies import chat_request
 from proxy.errors import bad_request
-from proxy.formats import effort, output_schema
 from proxy.schema import (
     AssistantMessage,
     ChatCompletionRequest,
@@ -33,7 +33,6 @@ from proxy.schema import (
     ToolCall,
     ToolMessage,
     UserMessage,
-    chat_request,
 )
 
 CUSTOM_INPUT = "input"  # the one argument a custom (free-form) tool is offered with
@@ -247,7 +246,6 @@ def _refuse_unsupported(body: ResponsesRequest) -> None:
 def translate(body: ResponsesRequest, earlier: list[dict[str, Any]]) -> Translated:
     """The request, after the items of the responses it follows (`earlier`), as chat completion messages."""
     _refuse_unsupported(body)
-    effort(body.reasoning.effort if body.reasoning else None, "reasoning.effort")  # checked here, to name the field
     items = [{"type": "message", "role": "user", "content": body.input}] if isinstance(body.input, str) else body.input
     messages: list[Message] = []
     if body.instructions and body.instructions.strip():
@@ -257,7 +255,6 @@ def translate(body: ResponsesRequest, earlier: list[dict[str, Any]]) -> Translat
     answer_format = None
     text_format = body.text.format if body.text else None
     if text_format is not None and text_format.type != "text":
-        output_schema(text_format.type, text_format.schema_, "text.format")  # checked here, to name the field
         answer_format = ResponseFormat(type=text_format.type, json_schema=JSONSchemaFormat(schema=text_format.schema_))
     chat = chat_request(
         "input",

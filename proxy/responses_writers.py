@@ -213,14 +213,8 @@ class ResponseStreamWriter(StreamWriter):
         await self._event("response.reasoning_summary_text.delta", item_id=item["id"], output_index=self._index,
                           summary_index=0, delta=text)  # fmt: skip
 
-    async def progress(self, line: str) -> None:
-        if self.finished:
-            return
-        await self.start()
-        if self.progress_mode == "text":
-            await self.content(f"\n> {line}\n\n")
-        elif self.progress_mode == "reasoning":
-            await self.thinking(line + "\n")
+    async def _reasoning(self, text: str) -> None:
+        await self.thinking(text)
 
     async def tool_call(self, call: ClientToolCall) -> None:
         await self.start()

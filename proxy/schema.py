@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, ValidationError, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 
 class Lenient(BaseModel):
@@ -241,16 +241,3 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
-
-
-def chat_request(where: str, **fields: Any) -> ChatCompletionRequest:
-    """A chat completion request a dialect translated into; what still cannot form one is a 400 that names
-    the dialect's field (`where`), not the translation's."""
-    from proxy.errors import bad_request  # (proxy.errors builds on this module)
-
-    if not fields.get("messages") or all(isinstance(m, SystemMessage) for m in fields["messages"]):
-        raise bad_request(f"{where} holds nothing to answer: no user message or tool result", param=where)
-    try:
-        return ChatCompletionRequest(**fields)
-    except ValidationError as exc:
-        raise bad_request(f"invalid request: {exc.errors()[0]['msg']} (at {where})", param=where) from None

@@ -191,6 +191,30 @@ class StreamWriter(Writer):
     async def _failed(self, failure: ApiFailure) -> None:
         raise NotImplementedError
 
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def progress(self, line: str) -> None:
+        """What Claude is doing, so clients' idle watchdogs see activity during long tool runs: as PROXY_PROGRESS
+        says, a line of the answer (`text`), the dialect's reasoning (`reasoning`), or nothing but a sign of life
+        (the stream starts even then: its headers are one)."""
+        if self.finished:
+            return
+        await self.start()
+        if self.progress_mode == "text":
+            await self.content(f"\n> {line}\n\n")
+        elif self.progress_mode == "reasoning":
+            await self._reasoning(line + "\n")
+        else:
+            await self._alive()
+
+    async def _reasoning(self, text: str) -> None:
+        """Progress as the dialect shows reasoning."""
+        raise NotImplementedError
+
+    async def _alive(self) -> None:
+        """A sign of life that shows nothing (where the dialect has one)."""
+
     @property
     def notes_silence(self) -> bool:
         """Whether the keep-alive has anything to say (OpenAI's stream: only when progress is shown)."""
@@ -249,23 +273,13 @@ class SSEWriter(StreamWriter):
         function = ResponseFunctionCall(name=call.name, arguments=call.arguments)
         await self.chunk(Delta(tool_calls=[ToolCallDelta(index=index, id=call.call_id, function=function)]))
 
-    async def progress(self, line: str) -> None:
-        """What Claude is doing, so clients' idle watchdogs see activity during long tool runs. The stream
-        starts even when progress is off: its headers are a sign of life."""
-        if self.finished:
-            return
-        await self.start()
-        if self.progress_mode == "off":
-            return
-        if self.progress_mode == "reasoning":
-            await self.chunk(Delta(reasoning_content=line + "\n"))
-        else:
-            await self.content(f"\n> {line}\n\n")
+    async def _reasoning(self, text: str) -> None:
+        await self.chunk(Delta(reasoning_content=text))  # DeepSeek's field, which OpenClaw and others read
 
     async def thinking(self, text: str) -> None:
         await self.start()
         if self.progress_mode == "reasoning":
-            await self.chunk(Delta(reasoning_content=text))
+            await self._reasoning(text)
 
     def _payload(self, delta: Delta, finish: FinishReason | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(
