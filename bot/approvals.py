@@ -106,13 +106,22 @@ class Shown:
     def data(self, action: str) -> str:
         return f"{PREFIX}:{self.prompt.id}:{action}"
 
+    @property
+    def questions(self) -> list[dict[str, Any]]:
+        return _questions(self.prompt)
+
+    @property
+    def current(self) -> dict[str, Any]:
+        """The question of AskUserQuestion on screen ({} past the last)."""
+        questions = self.questions
+        return questions[self.question] if self.question < len(questions) else {}
+
     def body(self) -> tuple[str, tuple[MessageEntity, ...]]:
         prompt, origin = self.prompt, ""
         if prompt.face != "telegram":
             origin = f"\n\nFrom an HTTP client, conversation {prompt.key}."
         if self.kind == "question":
-            questions = _questions(prompt)
-            question = questions[self.question] if self.question < len(questions) else {}
+            questions, question = self.questions, self.current
             count = f" ({self.question + 1} of {len(questions)})" if len(questions) > 1 else ""
             lines = [f"❓ Claude asks{count}:", "", _cut(str(question.get("question") or ""), 1000)]
             for option in question.get("options") or ():
@@ -136,8 +145,7 @@ class Shown:
 
     def keyboard(self) -> InlineKeyboardMarkup:
         if self.kind == "question":
-            questions = _questions(self.prompt)
-            question = questions[self.question] if self.question < len(questions) else {}
+            question = self.current
             multiple = bool(question.get("multiSelect"))
             rows = [
                 [
@@ -271,8 +279,7 @@ class ApprovalDesk:
         return "This button is not understood."
 
     async def _choose(self, shown: Shown, action: str, who: str) -> str:
-        questions = _questions(shown.prompt)
-        question = questions[shown.question] if shown.question < len(questions) else {}
+        question = shown.current
         options = _options(question)
         if action == "s":
             if not shown.picked:
@@ -290,11 +297,9 @@ class ApprovalDesk:
 
     async def _answer(self, shown: Shown, answer: str, who: str) -> str:
         """One question answered: the next one, or, after the last, the answers go to Claude."""
-        questions = _questions(shown.prompt)
-        question = questions[shown.question] if shown.question < len(questions) else {}
-        shown.answers[str(question.get("question") or "")] = answer
+        shown.answers[str(shown.current.get("question") or "")] = answer
         shown.question, shown.picked = shown.question + 1, []
-        if shown.question < len(questions):
+        if shown.question < len(shown.questions):
             shown.text, shown.entities = shown.body()
             await self._redraw(shown)
             return "Next question"

@@ -280,6 +280,28 @@ async def test_responses_a_failure_midway_is_response_failed(start: Callable[...
     assert next(e for e in events if e["type"] == "response.output_text.delta")["delta"] == "partial"
 
 
+async def test_a_cut_answer_says_so_in_each_dialect(start: Callable[..., Any]) -> None:
+    cut = [AnswerDelta("Hel"), done("Hel", truncated=True)]
+    face: Face = await start([cut] * 4)
+    _, (response,) = await post_responses(face, {"model": "sonnet", "input": "hi"})
+    assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "max_output_tokens"}
+    _, events = await post_responses(face, {"model": "sonnet", "input": "hi", "stream": True})
+    assert events[-1]["type"] == "response.incomplete"
+    status, wire = await post_messages(face, {**ask(), "max_tokens": 5})
+    assert status == 200 and json.loads(wire)["stop_reason"] == "max_tokens"
+    _, wire = await post_messages(face, {**ask(), "max_tokens": 5, "stream": True})
+    (stop,) = [e for e in wire_events(wire) if e["type"] == "message_delta"]
+    assert stop["delta"]["stop_reason"] == "max_tokens"
+
+
+async def test_responses_offer_claude_only_the_clients_own_tools(start: Callable[..., Any]) -> None:
+    face: Face = await start([[done("ok")]])
+    tools = [{"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {}}},
+             {"type": "web_search"}, {"type": "namespace", "name": "agents", "tools": []}]  # fmt: skip
+    status, _ = await post_responses(face, {"model": "sonnet", "input": "hi", "tools": tools})
+    assert status == 200 and [t.name for t in face.engine.requests[0].tools] == ["lookup"]
+
+
 # -- Telegram --------------------------------------------------------------------------------------
 
 
