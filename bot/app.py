@@ -29,8 +29,8 @@ from telegram.ext import (
 from bot.approvals import PREFIX as APPROVAL_PREFIX
 from bot.approvals import ApprovalDesk
 from bot.calls import send
-from bot.chat import ChatSession, Job, conversation_key
-from bot.limits_text import limit_lines
+from bot.chat import ChatSession, Job, chat_of, conversation_key
+from bot.limits_text import crossing_text, limit_lines
 from bot.progress import STOP_DATA
 from bot.uploads import UploadRefused, check_size, upload_path
 from core import (
@@ -38,6 +38,7 @@ from core import (
     ActivityTimeout,
     BadImage,
     Engine,
+    LimitCrossing,
     Prompt,
     SessionNotFound,
     Settings,
@@ -137,6 +138,7 @@ class ClaudeBot:
         await app.start()
         self.engine.on_turn_end(self._alert_http_failure)
         self.engine.approvals.register(self.desk.show, self.desk.resolved)
+        self.engine.limits.on_crossing(self._tell_limit)
         self.started = True
         log.info(
             "telegram_started bot=@%s allowed_users=%d", app.bot.username, len(self.settings.telegram_allowed_users)
@@ -387,7 +389,18 @@ class ClaudeBot:
     async def _error(self, update: object, context: Context) -> None:
         log.error("telegram_handler_error update=%s", type(update).__name__, exc_info=context.error)
 
-    # -- alerts for work started over HTTP ----------------------------------------------------------
+    # -- alerts for work started over HTTP, and the subscription's limits ---------------------------
+
+    async def _tell_limit(self, crossing: LimitCrossing) -> None:
+        """A window crossed a LIMIT_WARN_AT level or is used up: the chat whose turn saw it is told, and
+        TELEGRAM_NOTIFY_ID for an HTTP turn's. (A chat's turn refused by the limit says so as its failure.)"""
+        own = chat_of(crossing.key, crossing.face)
+        if own is not None and crossing.reached:
+            return
+        chat = own if own is not None else self.settings.telegram_notify_id
+        if chat is not None:
+            text = crossing_text(crossing, http=own is None)
+            await send("limit_notice", lambda: self.application.bot.send_message(chat, text))
 
     async def _alert_http_failure(self, turn: Turn, error: BaseException | None) -> None:
         notify = self.settings.telegram_notify_id

@@ -21,6 +21,7 @@ from typing import Any
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, MessageEntity, User
 
 from bot.calls import send
+from bot.chat import chat_of
 from bot.render import render
 from core import Approvals, Decision, PermissionPrompt, Settings
 
@@ -208,9 +209,8 @@ class ApprovalDesk:
         self._typing: dict[int, tuple[str, str]] = {}  # chat -> (prompt id, "other" or "reason"): the next text
 
     def chat_for(self, prompt: PermissionPrompt) -> int | None:
-        if prompt.face == "telegram" and prompt.key.startswith("tg:"):
-            return int(prompt.key.removeprefix("tg:"))
-        return self._settings.telegram_notify_id
+        own = chat_of(prompt.key, prompt.face)
+        return own if own is not None else self._settings.telegram_notify_id
 
     async def show(self, prompt: PermissionPrompt) -> None:
         chat = self.chat_for(prompt)

@@ -41,18 +41,30 @@ def conversation_key(chat_id: int) -> str:
     return f"tg:{chat_id}"
 
 
+def chat_of(key: str, face: str) -> int | None:
+    """The chat a conversation of this face lives in; None for another face's."""
+    if face != "telegram" or not key.startswith("tg:"):
+        return None
+    try:
+        return int(key.removeprefix("tg:").split(":")[0])
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class Job:
     prompt: Prompt  # text, or content blocks (a photo)
     message_id: int | None
 
 
-def summary_line(progress: Progress, cost: float | None, outcome: str) -> str:
+def summary_line(progress: Progress, cost: float | None, outcome: str, fallback: str = "") -> str:
     counts = collections.Counter(progress.tool_names)
     tools = ", ".join(f"{name}×{n}" if n > 1 else name for name, n in counts.most_common())
     parts = [outcome, format_duration(progress.elapsed)]
     if count := len(progress.tool_names):
         parts.append(f"{count} tool{'s' if count > 1 else ''} ({tools})")
+    if fallback:
+        parts.append(f"on {fallback}")
     if cost:
         parts.append(f"${cost:.4f}")
     return " · ".join(parts)
@@ -145,7 +157,7 @@ class ChatSession:
         try:
             finished = await self._run_turn(request, progress)
             await self.deliver(finished.text, reply_to=job.message_id)
-            summary = summary_line(progress, finished.cost_usd, "✅ Done")
+            summary = summary_line(progress, finished.cost_usd, "✅ Done", finished.fallback)
         except ClaudeMaxError as exc:
             error: ClaudeMaxError = exc
             if self._stop_reason is not None and not isinstance(exc, TurnCancelled):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+from bot.limits_text import until, window_name
 from bot.progress import Progress
 from core import (
     ActivityTimeout,
@@ -9,6 +12,7 @@ from core import (
     ClaudeMaxError,
     CLIUnavailable,
     EngineError,
+    LimitReached,
     ShuttingDown,
     TurnCancelled,
     UpstreamError,
@@ -31,6 +35,11 @@ def failure_text(error: ClaudeMaxError, progress: Progress) -> str:
         return "⏹ Stopped. The conversation is kept: send a message to go on."
     if isinstance(error, CLIUnavailable):
         return f"⚠️ Claude Code cannot run here: {error.message}"
+    if isinstance(error, LimitReached):
+        return (
+            f"⛔ The Claude subscription's {window_name(error.window)} is used up: it resets in "
+            f"{until(error.resets_at - time.time())}. Send your message again then; nothing of this chat is lost."
+        )
     if isinstance(error, UpstreamError):
         if error.status == 429:
             return f"⚠️ Anthropic is rate limiting this account: {error.message}"

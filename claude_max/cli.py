@@ -8,6 +8,7 @@ import asyncio
 import logging
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,17 @@ from claude_max.service import ServiceError
 from claude_max.service import install as install_service
 from claude_max.service import plan as service_plan
 from claude_max.service import uninstall as uninstall_service
-from core import SessionStore, Settings, SettingsError, __version__, load_settings, run_checks
+from core import (
+    SessionStore,
+    Settings,
+    SettingsError,
+    UsageRow,
+    WindowState,
+    __version__,
+    format_duration,
+    load_settings,
+    run_checks,
+)
 from proxy import openclaw
 
 log = logging.getLogger("claude_max")
@@ -103,11 +114,34 @@ async def usage(settings: Settings, days: int) -> int:
     await store.open()
     try:
         rows = await store.usage_by_day(time.time() - days * 86400)
+        windows = await store.limits()
     finally:
         await store.close()
     if not rows:
         print(f"no turns in the last {days} days")
-        return 0
+    else:
+        _print_usage_table(rows)
+    if windows:
+        _print_windows(windows)
+    return 0
+
+
+def _print_windows(states: list[WindowState]) -> None:
+    """The subscription's windows as the CLI last reported them, with how old that is."""
+    now = time.time()
+    print("\nsubscription windows (as the CLI last reported them):")
+    for state in sorted(states, key=lambda s: s.window.name):
+        window = state.current(now)
+        used = f"{window.utilization * 100:.0f}% used" if window.utilization is not None else "use unknown"
+        resets = ""
+        if window.resets_at is not None:
+            at = datetime.fromtimestamp(window.resets_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+            resets = f", resets {at} (in {format_duration(window.resets_at - now)})"
+        status = f", {window.status}" if window.status else ""
+        print(f"  {window.name}: {used}{resets}{status}; seen {format_duration(now - state.observed_at)} ago")
+
+
+def _print_usage_table(rows: list[UsageRow]) -> None:
     header = ("day", "face", "model", "turns", "prompt tokens", "completion tokens", "cached", "cost USD")
     table = [header] + [
         (r.day, r.face, r.model, str(r.turns), f"{r.prompt_tokens:,}", f"{r.completion_tokens:,}",
@@ -129,7 +163,6 @@ async def usage(settings: Settings, days: int) -> int:
         )
         if index == 0 or index == len(table) - 2:
             print("  ".join("-" * w for w in widths))
-    return 0
 
 
 def service(settings: Settings, args: argparse.Namespace) -> int:

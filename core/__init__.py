@@ -19,6 +19,7 @@ from core.errors import (
     ClaudeMaxError,
     CLIUnavailable,
     EngineError,
+    LimitReached,
     NoStructuredAnswer,
     Saturated,
     SessionNotFound,
@@ -32,9 +33,9 @@ from core.errors import (
 )
 from core.events import LimitWindow, Usage
 from core.images import image_block, image_block_from_bytes
-from core.limits import SubscriptionLimits
+from core.limits import FallbackRule, LimitCrossing, SubscriptionLimits, WindowState
 from core.models import listed_models, resolve_model
-from core.store import Conversation, SessionStore, StoredResponse
+from core.store import Conversation, SessionStore, StoredResponse, UsageRow
 from core.transcript import Exchange, Transcript, digest
 from core.turn import Prompt, Turn, TurnRequest
 from core.turn_events import (
@@ -71,7 +72,10 @@ __all__ = [
     "Engine",
     "EngineError",
     "Exchange",
+    "FallbackRule",
     "Finished",
+    "LimitCrossing",
+    "LimitReached",
     "LimitWindow",
     "NoStructuredAnswer",
     "PermissionPrompt",
@@ -96,6 +100,8 @@ __all__ = [
     "UnknownModel",
     "UpstreamError",
     "Usage",
+    "UsageRow",
+    "WindowState",
     "__version__",
     "digest",
     "format_duration",

@@ -10,7 +10,9 @@ from dotenv import dotenv_values
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from core.errors import SettingsError
+from core.errors import SettingsError, UnknownModel
+from core.limits import FallbackRule
+from core.models import FAMILY_IDS, resolve_model
 
 # Waits that have no setting of their own.
 CLI_VERSION_TIMEOUT = 15.0  # `claude --version` in doctor
@@ -20,6 +22,28 @@ PermissionMode = Literal["bypassPermissions", "acceptEdits", "auto", "default", 
 # A face's mode: one of the CLI's, or `ask` (the CLI's default mode, its prompts answered by a person).
 FaceMode = Literal["ask", "bypassPermissions", "acceptEdits", "auto", "default", "dontAsk", "plan", "manual"]
 ASK = "ask"
+
+
+def _share(text: str) -> float:
+    """0.9 or 90%, as a share of a window (0..1)."""
+    text = text.strip()
+    value = float(text.removesuffix("%")) / 100 if text.endswith("%") else float(text)
+    if not 0 < value <= 1:
+        raise ValueError(f"{text!r} is not a share between 0 and 1 (or 0% and 100%)")
+    return value
+
+
+def _pairs(value: str, shape: str) -> list[tuple[str, str]]:
+    """`a=b, c=d` as [(a, b), (c, d)]; anything else is an error that shows the expected shape."""
+    pairs = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        name, sep, target = item.partition("=")
+        if not sep or not name.strip() or not target.strip():
+            raise ValueError(f"expected {shape}, separated by commas; {item!r} is not one")
+        pairs.append((name.strip(), target.strip()))
+    return pairs
 
 
 def _split_csv(value: object) -> object:
@@ -42,6 +66,9 @@ class Settings(BaseSettings):
     approval_timeout: float = Field(default=600.0, gt=0)
     claude_max_turns: int | None = Field(default=None, ge=1)
     default_model: str = ""
+    fallback_model: str = ""  # the CLI's --fallback-model: when the main model is overloaded
+    limit_warn_at: Annotated[tuple[float, ...], NoDecode] = (0.8, 0.95)
+    limit_fallback: Annotated[tuple[FallbackRule, ...], NoDecode] = ()
     model_aliases: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
 
     proxy_host: str = "127.0.0.1"
@@ -96,18 +123,49 @@ class Settings(BaseSettings):
     def _aliases(cls, value: object) -> object:
         if not isinstance(value, str):
             return value
-        aliases: dict[str, str] = {}
-        for item in value.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            name, sep, target = item.partition("=")
-            if not sep or not name.strip() or not target.strip():
-                raise ValueError(
-                    f"expected name=model pairs separated by commas, like gpt-4o=sonnet; {item!r} is not one"
-                )
-            aliases[name.strip().lower()] = target.strip()
-        return aliases
+        return {name.lower(): model for name, model in _pairs(value, "name=model pairs, like gpt-4o=sonnet")}
+
+    @field_validator("limit_warn_at", mode="before")
+    @classmethod
+    def _warn_at(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            shares = tuple(sorted({_share(item) for item in value.split(",") if item.strip()}))
+        except ValueError as exc:
+            raise ValueError(f"expected shares separated by commas, like 0.8,0.95 or 80%,95%: {exc}") from None
+        if shares and shares[-1] >= 1:
+            raise ValueError("a warning comes before the limit: every share must be below 1 (100% is told anyway)")
+        return shares
+
+    @field_validator("limit_fallback", mode="before")
+    @classmethod
+    def _fallback(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        rules = []
+        for source, rest in _pairs(value, "family=model@share rules, like opus=sonnet@0.9"):
+            target, _, share = rest.partition("@")
+            family = FAMILY_IDS.get(source.lower(), source.lower())
+            try:
+                if family not in ("opus", "sonnet", "haiku"):
+                    raise ValueError(f"{source!r} is not a model family (opus, sonnet, haiku)")
+                if not share.strip():
+                    raise ValueError("the share it applies from is missing (@0.9)")
+                rules.append(FallbackRule(family, resolve_model(target), _share(share)))
+            except (ValueError, UnknownModel) as exc:
+                raise ValueError(f"in {source}={rest}: {exc} (rules look like opus=sonnet@0.9)") from None
+        return tuple(rules)
+
+    @field_validator("fallback_model")
+    @classmethod
+    def _fallback_model(cls, value: str) -> str:
+        for name in (part.strip() for part in value.split(",") if part.strip()):
+            try:
+                resolve_model(name)
+            except UnknownModel:
+                raise ValueError(f"{name!r} is not a Claude model (opus, sonnet, haiku, or a model id)") from None
+        return value.strip()
 
     @field_validator("telegram_bot_token", "telegram_notify_id", "claude_max_turns", "claude_workdir", mode="before")
     @classmethod

@@ -53,7 +53,8 @@ class Engine:
         )
         self._slots = Slots(settings.max_concurrent, queue_wait=settings.queue_wait)
         self._locks = ConversationLocks()
-        self.limits = SubscriptionLimits()  # the subscription's windows, as the CLI last reported them
+        # The subscription's windows, as the CLI last reported them, and what follows from them.
+        self.limits = SubscriptionLimits(settings.limit_warn_at, settings.limit_fallback)
         # Permission prompts of `ask` turns; a face that can ask a person registers with it.
         self.approvals = Approvals(settings.approval_timeout)
         self._context = TurnContext(

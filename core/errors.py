@@ -13,6 +13,7 @@
         ├── TurnFailed           the CLI exited without a usable answer (stderr attached)
         │   └── SessionNotFound  `--resume` of a session the CLI does not know
         ├── UpstreamError        the Anthropic API behind the CLI answered with an error
+        │   └── LimitReached     a window of the subscription is used up until its reset
         ├── ActivityTimeout      the CLI printed nothing for ACTIVITY_TIMEOUT seconds
         ├── ShuttingDown         the daemon is stopping and takes no new turns
         └── TurnCancelled        the turn was stopped on purpose: its `reason` (a CancelReason) says why
@@ -24,6 +25,9 @@ faces can show a useful message without knowing how the CLI failed.
 from __future__ import annotations
 
 import enum
+import math
+import time
+from datetime import UTC, datetime
 
 
 class ClaudeMaxError(Exception):
@@ -99,6 +103,22 @@ class UpstreamError(EngineError):
         self.status = status
         self.kind = kind
         self.retry_after = retry_after  # seconds, as the upstream (or the subscription's limit) said
+
+
+class LimitReached(UpstreamError):
+    """A window of the subscription is used up: no turn on this model runs until it resets.
+
+    Raised at once, without running the CLI, while the daemon knows the window is rejected, and for
+    a turn the CLI ran when its answer said so."""
+
+    def __init__(self, window: str, resets_at: float, *, session_id: str | None = None) -> None:
+        retry_after = max(1, math.ceil(resets_at - time.time()))
+        shown = datetime.fromtimestamp(resets_at, UTC).strftime("%H:%M UTC")
+        message = f"the subscription's {window.replace('_', '-')} limit is reached; it resets at {shown}"
+        super().__init__(message, status=429, kind="usage_limit_reached", session_id=session_id,
+                         retry_after=retry_after)  # fmt: skip
+        self.window = window
+        self.resets_at = resets_at
 
 
 class ActivityTimeout(EngineError):

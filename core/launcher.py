@@ -93,6 +93,8 @@ class Launcher:
         ]  # fmt: skip
         if model:
             argv += ["--model", model]
+        if s.fallback_model and s.fallback_model != model:  # (the CLI refuses a fallback that is the main model)
+            argv += ["--fallback-model", s.fallback_model]
         if s.claude_max_turns:
             argv += ["--max-turns", str(s.claude_max_turns)]
         if options.schema:

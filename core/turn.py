@@ -35,6 +35,7 @@ from core.errors import (
     ActivityTimeout,
     CancelReason,
     CLIUnavailable,
+    LimitReached,
     NoStructuredAnswer,
     SessionNotFound,
     StoreError,
@@ -185,6 +186,8 @@ class Turn:
         self.key = request.key or ""
         self.resumed: Conversation | None = None
         self.model = ""  # the CLI's --model
+        self.model_wanted = ""  # the model asked for, before a LIMIT_FALLBACK rule moved it (then `model`)
+        self.fallback_reason = ""  # why it moved: "five_hour window at 91%"
         self.model_reported = ""  # the model that answered, as the CLI said
         self.session_id: str | None = None
         self.result: Result | None = None
@@ -205,6 +208,7 @@ class Turn:
         self._cancel_reason: CancelReason | None = None
         self._client_calls: list[ClientToolCall] = []  # of Claude's current message
         self._retry_after: int | None = None  # seconds the upstream asked to wait, as the CLI's events tell
+        self._used_up: RateLimit | None = None  # the CLI said a window is rejected: the API refused the turn
         self._usage_seen = Usage()  # of the main thread's API messages so far
         self._usage_reported = Usage()  # the part of it already reported to the client
         self._debug = context.settings.debug_enabled
@@ -238,11 +242,11 @@ class Turn:
     # -- entering: lock, slot, spawn ----------------------------------------------
 
     async def __aenter__(self) -> Turn:
-        request, ctx = self.request, self._ctx
+        ctx = self._ctx
         try:
             await self._lock_conversation()
+            self._choose_model(self.resumed)  # (refused here, before a slot, while the model's limit is used up)
             await self._take_slot()
-            self.model = request.model or (self.resumed.model if self.resumed else "") or ctx.settings.default_model
             await self._spawn(self.resumed)
         except BaseException as exc:
             # A turn that never started (no slot, no CLI, cancelled while waiting) is logged and counted too.
@@ -254,6 +258,23 @@ class Turn:
             raise
         ctx.tracker.add(self)
         return self
+
+    def _choose_model(self, record: Conversation | None) -> None:
+        """The request's model, else the conversation's, else DEFAULT_MODEL; moved to another by a
+        LIMIT_FALLBACK rule while a window is used above its share; refused while a window it counts
+        against is used up (see `core.limits`)."""
+        limits = self._ctx.limits
+        self.model_wanted = self.request.model or (record.model if record else "") or self._ctx.settings.default_model
+        self.model = self.model_wanted
+        if (moved := limits.fallback(self.model_wanted)) is not None:
+            self.model, window = moved
+            self.fallback_reason = f"{window.name} window at {(window.utilization or 0) * 100:.0f}%"
+            log.info(
+                "limit_fallback conversation=%s from=%s to=%s window=%s utilization=%s",
+                self.key, self.model_wanted, self.model, window.name, window.utilization,
+            )  # fmt: skip
+        if (used_up := limits.refusal(self.model)) is not None and used_up.resets_at is not None:
+            raise LimitReached(used_up.name, used_up.resets_at, session_id=record.session_id if record else None)
 
     async def _take_slot(self) -> None:
         await self._ctx.slots.acquire(patient=self.request.patient, on_queued=self.request.on_queued)
@@ -327,7 +348,7 @@ class Turn:
                 raise
             log.info("session_not_found conversation=%s session=%s fresh=true", self.key, self.resumed.session_id)
             lost, self.resumed = self.resumed, None
-            self.model = self.request.model or lost.model or self._ctx.settings.default_model
+            self._choose_model(lost)
         except _WarmProcessLost:
             log.info("warm_process_lost conversation=%s; resuming cold", self.key)
         assert self._process is not None
@@ -510,8 +531,13 @@ class Turn:
         elif isinstance(event, RateLimit):
             if event.status == "rejected" and event.resets_at:
                 self._retry_after = max(1, math.ceil(event.resets_at - time.time()))  # when the window opens again
-            if changed := self._ctx.limits.update(event):
+                self._used_up = event
+            limits = self._ctx.limits
+            changed, crossings = limits.update(event, key=self.key, face=self.request.face)
+            if changed:
                 self._ctx.tracker.background(self._keep_limits(changed))
+            if crossings:
+                self._ctx.tracker.background(limits.announce(crossings))
         elif isinstance(event, ApiError):
             process.note(f"API error {event.status}")
 
@@ -528,9 +554,13 @@ class Turn:
         stderr = self._process.stderr_tail if self._process else ""
         verdict = result_error(result, session_id=self.session_id, retry_after=self._retry_after, stderr=stderr)
         if verdict is not None:
-            self.outcome = verdict[0]
+            self.outcome, error = verdict
             await self._account(result)
-            raise verdict[1]
+            used_up = self._used_up
+            if isinstance(error, UpstreamError) and error.status == 429 and used_up and used_up.resets_at:
+                self.outcome = "limit_reached"
+                raise LimitReached(used_up.kind or "usage", used_up.resets_at, session_id=self.session_id)
+            raise error
         if self.request.output_schema and result.structured_output is None:
             self.outcome = "failed"
             await self._account(result)
@@ -549,14 +579,19 @@ class Turn:
             await self._ctx.store.record(
                 self.key,
                 session_id=result.session_id,
-                model=self.model,
+                model=self.model_wanted,  # (a fallback is for while the limit lasts, not the conversation's)
                 workdir=str(self._process.cwd if self._process else self._ctx.settings.workdir),
                 head=head,
                 context=self.request.context,
                 ledger=self._ledger_entry(result),
             )
         yield Finished(
-            self.answer.text, self._unreported(result.usage), result.cost_usd, self.model_label, truncated(result)
+            self.answer.text,
+            self._unreported(result.usage),
+            result.cost_usd,
+            self.model_label,
+            truncated(result),
+            fallback=f"{self.model_wanted} → {self.model}: {self.fallback_reason}" if self.fallback_reason else "",
         )
 
     def _structured(self, result: Result) -> AnswerDelta:
@@ -707,7 +742,7 @@ class Turn:
         usage = result.usage if result else None
         log.info(
             "turn face=%s dialect=%s conversation=%s session=%s model=%s resumed=%s process=%s outcome=%s "
-            "duration_ms=%d prompt_tokens=%s completion_tokens=%s cost_usd=%s",
+            "duration_ms=%d prompt_tokens=%s completion_tokens=%s cost_usd=%s%s",
             self.request.face,
             self.request.dialect or self.request.face,
             self.key,
@@ -720,4 +755,5 @@ class Turn:
             usage.prompt_tokens if usage else 0,
             usage.output_tokens if usage else 0,
             f"{result.cost_usd:.6f}" if result else "0",
+            f" fallback_from={self.model_wanted}" if self.fallback_reason else "",
         )

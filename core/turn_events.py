@@ -80,6 +80,7 @@ class Finished:
     cost_usd: float  # the whole turn's
     model: str  # the model that answered, as the CLI reported it
     truncated: bool  # a limit (output tokens, max turns) cut the answer short
+    fallback: str = ""  # "opus → sonnet: five_hour window at 91%" when LIMIT_FALLBACK moved the turn
 
 
 TurnEvent = (

@@ -12,6 +12,7 @@ from core.errors import (
     ActivityTimeout,
     CLIUnavailable,
     EngineError,
+    LimitReached,
     Saturated,
     SessionNotFound,
     ShuttingDown,
@@ -24,7 +25,7 @@ from core.events import Result
 # The values of a turn's `outcome` (a metric label, so a fixed set).
 OUTCOMES = (
     "ok", "error_max_turns", "cancelled", "timeout", "failed", "upstream_error", "not_logged_in",
-    "saturated", "unavailable", "shutting_down", "error",
+    "saturated", "unavailable", "shutting_down", "limit_reached", "error",
 )  # fmt: skip
 
 _NOT_LOGGED_IN = ("not logged in", "please run /login", "invalid api key")
@@ -38,7 +39,8 @@ def outcome_of(exc: BaseException) -> str:
         return "cancelled"
     kinds: list[tuple[type[BaseException], str]] = [
         (ActivityTimeout, "timeout"), (Saturated, "saturated"), (ShuttingDown, "shutting_down"),
-        (CLIUnavailable, "unavailable"), (UpstreamError, "upstream_error"), (TurnFailed, "failed"),
+        (CLIUnavailable, "unavailable"), (LimitReached, "limit_reached"), (UpstreamError, "upstream_error"),
+        (TurnFailed, "failed"),
     ]  # fmt: skip
     return next((outcome for kind, outcome in kinds if isinstance(exc, kind)), "error")
 

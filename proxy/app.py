@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -15,6 +14,7 @@ from core import Settings, UnknownModel, __version__, listed_models, resolve_mod
 from proxy.chat import chat_completions
 from proxy.errors import error_middleware, model_not_found
 from proxy.keys import ENGINE, METRICS, PARKED, SETTINGS, get_engine
+from proxy.limits import add_limits_header, limits
 from proxy.messages import count_tokens, messages
 from proxy.metrics import Metrics
 from proxy.parked import ParkedTurns
@@ -43,22 +43,6 @@ async def health(request: web.Request) -> web.Response:
         },
         status=503 if problem else 200,
     )
-
-
-def _iso(epoch: float | None) -> str | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
-
-
-async def limits(request: web.Request) -> web.Response:
-    """The subscription's usage windows, as the CLI last reported them (only on a subscription credential)."""
-    engine, now = get_engine(request), time.time()
-    snapshot = engine.limits.snapshot(now)
-    windows = {
-        window.name: {"utilization": window.utilization, "resets_at": _iso(window.resets_at), "status": window.status,
-                      "observed_at": _iso(seen), "age_seconds": round(now - seen, 1)}
-        for window, seen in snapshot
-    }  # fmt: skip
-    return web.json_response({"status": engine.limits.status(now) or "unknown", "windows": windows})
 
 
 def _anthropic_card(name: str) -> dict[str, str]:
@@ -130,6 +114,7 @@ def create_app(settings: Settings) -> web.Application:
 
     app.cleanup_ctx.append(metrics_context)
     app.on_shutdown.append(release_parked)
+    app.on_response_prepare.append(add_limits_header)
     app.router.add_get("/health", health)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/v1/limits", limits)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from core import (
     ActivityTimeout,
     CLIUnavailable,
     EngineError,
+    LimitReached,
     Saturated,
     ShuttingDown,
     TurnCancelled,
@@ -84,6 +86,13 @@ def model_not_found(exc: UnknownModel) -> ApiException:
 
 def _upstream(exc: UpstreamError) -> ApiFailure:
     status = exc.status
+    if isinstance(exc, LimitReached):
+        # Answered at once while the window is used up (no CLI run): clients that retry a 429 get the same
+        # answer, with Retry-After until the reset, and the words to show their user.
+        resets = datetime.fromtimestamp(exc.resets_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        message = f"The Claude subscription's {exc.window.replace('_', '-')} limit is reached; it resets at {resets}."
+        return ApiFailure(429, "rate_limit_error", message, code="subscription_limit_reached",
+                          retry_after=exc.retry_after)  # fmt: skip
     if status == 429:
         # Said as what it is, a limit of the subscription the CLI runs on, after the CLI's own retries, and with when
         # to come back: clients that would retry such a 429 for minutes (OpenClaw) stop at once and show the words.

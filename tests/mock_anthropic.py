@@ -22,7 +22,8 @@ The reply is chosen by directives in the newest user text of the request:
 - ``MAXTOK``: stop with ``max_tokens``
 - ``CALL_CLIENT <name> {json}`` (repeatable): calls of the offered MCP tools named ``mcp__*__<name>``
 - ``REROUTED``: the answer comes from ``REROUTED_MODEL``, whatever was asked for
-- ``LIMITS<n>[/<m>]``: the subscription's windows in the response headers (five-hour n %, seven-day m %)
+- ``LIMITS<n>[/<m>][@<s>]``: the subscription's windows in the response headers (five-hour n %, seven-day m %;
+  the five-hour one resetting in s seconds); at 100 % the API refuses the call with a 429, as the real one does
 - ``MARKDOWN``: a 20,000-character Markdown answer with headings, code blocks and broken markup
 
 Every request body is kept in ``requests`` so tests can check what the CLI sent.
@@ -155,12 +156,12 @@ RESETS_7D_IN = 3 * 86400
 def limit_headers(text: str) -> dict[str, str]:
     """`LIMITS<five-hour %>[/<seven-day %>]`: the subscription's windows as the API reports them (the CLI turns
     them into a rate_limit_event on a subscription credential)."""
-    found = re.search(r"LIMITS(\d+)(?:/(\d+))?", text)
+    found = re.search(r"LIMITS(\d+)(?:/(\d+))?(?:@(\d+))?", text)
     if not found:
         return {}
     five, seven = int(found.group(1)) / 100, int(found.group(2) or 40) / 100
     now = int(time.time())
-    resets_5h, resets_7d = now + RESETS_5H_IN, now + RESETS_7D_IN
+    resets_5h, resets_7d = now + int(found.group(3) or RESETS_5H_IN), now + RESETS_7D_IN
 
     def status(utilization: float) -> str:
         return "rejected" if utilization >= 1 else "allowed_warning" if utilization >= 0.8 else "allowed"
@@ -271,6 +272,14 @@ class MockAnthropic:
                 {"type": "error", "error": {"type": kind, "message": f"mock {status} {kind}"}},
                 status=status,
                 headers=headers,
+            )
+        limits = limit_headers(text)
+        if limits.get("anthropic-ratelimit-unified-status") == "rejected" and tool_output is None:
+            # The plan's limit is hit: the API refuses the call, as a 429 carrying the windows and when they reset.
+            return web.json_response(
+                {"type": "error", "error": {"type": "rate_limit_error", "message": "mock: usage limit reached"}},
+                status=429,
+                headers={**limits, "retry-after": str(self.retry_after)},
             )
         if "HANG" in text and tool_output is None:
             self.hanging += 1

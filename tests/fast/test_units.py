@@ -55,13 +55,23 @@ def test_settings_parse_lists_and_aliases(monkeypatch: pytest.MonkeyPatch) -> No
         ("CLAUDE_PERMISSION_MODE", "yolo"),
         ("MODEL_ALIASES", "no-equals-sign"),
         ("PROXY_ALLOWED_ORIGINS", "evil.example"),
+        ("LIMIT_WARN_AT", "eighty"),
+        ("LIMIT_WARN_AT", "0.8,1.5"),
+        ("LIMIT_WARN_AT", "100%"),
+        ("LIMIT_WARN_AT", "0"),
+        ("LIMIT_FALLBACK", "opus"),
+        ("LIMIT_FALLBACK", "opus=sonnet"),
+        ("LIMIT_FALLBACK", "gpt-4o=sonnet@0.9"),
+        ("LIMIT_FALLBACK", "opus=gpt-4o@0.9"),
+        ("LIMIT_FALLBACK", "opus=sonnet@2"),
+        ("FALLBACK_MODEL", "gpt-4o"),
     ],
 )
 def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError) as caught:
         load_settings(_env_file=None)
-    assert variable in str(caught.value)
+    assert f"{variable}:" in str(caught.value)
 
 
 def test_settings_from_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
