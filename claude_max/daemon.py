@@ -28,6 +28,7 @@ from aiohttp import web
 from core import AlreadyRunning, Engine, Settings, StoreError, __version__, run_checks
 from proxy.app import create_app
 from proxy.keys import ENGINE
+from proxy.listener import GuardedSite, app_runner
 
 log = logging.getLogger("claude_max")
 
@@ -95,13 +96,13 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     app = compose(settings)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    runner = app_runner(app)
     try:
         await runner.setup()
     except (StoreError, AlreadyRunning) as exc:
         print(f"claude-max: {exc}", file=sys.stderr)
         return 1
-    site = web.TCPSite(runner, settings.proxy_host, settings.proxy_port)
+    site = GuardedSite(runner, settings.proxy_host, settings.proxy_port)
     try:
         await site.start()
     except OSError as exc:

@@ -8,8 +8,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 
-from aiohttp.http_exceptions import HttpProcessingError
-
 _TOKEN_IN_URL = re.compile(r"/bot\d+:[A-Za-z0-9_-]+")
 FRAGMENT = 8  # the shortest piece of a secret masked on its own (DEBUG only)
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # what could forge a line or steer a terminal (tab is fine)
@@ -50,20 +48,6 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-class MalformedRequestFilter(logging.Filter):
-    """aiohttp logs a request it cannot parse (bad or oversized headers, broken chunking) as an ERROR with a
-    traceback; it is a client's mistake, told in one line."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
-            reason = " ".join(str(error.message).split())[:200]
-            record.msg, record.args = f"bad_http_request status={error.code} reason={reason!r}", None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.exc_info = record.exc_text = None
-        return True
-
-
 def configure_logging(*, debug: bool, secrets: Iterable[str] = ()) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s level=%(levelname)s logger=%(name)s event=%(message)s"))
@@ -75,7 +59,6 @@ def configure_logging(*, debug: bool, secrets: Iterable[str] = ()) -> None:
     # httpx logs request URLs at INFO, and Telegram's contain the bot token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("aiohttp.server").addFilter(MalformedRequestFilter())
     logging.getLogger("asyncio").setLevel(logging.WARNING)
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
 

@@ -25,6 +25,7 @@ from claude_max.daemon import BOT, compose
 from core.config import Settings
 from core.engine import Engine
 from proxy.keys import ENGINE
+from proxy.listener import GuardedSite, app_runner
 from tests.fake_telegram import TOKEN, FakeTelegram
 from tests.mock_anthropic import MockAnthropic
 
@@ -142,6 +143,7 @@ class Daemon:
     app: web.Application
     settings: Settings
     mark: str
+    runner: web.AppRunner
     clients: list[openai.AsyncOpenAI | anthropic.AsyncAnthropic] = field(default_factory=list)
 
     @property
@@ -180,13 +182,12 @@ async def start_daemon(cli_env: str, make_settings: Callable[..., Settings]) -> 
     async def start(**overrides: object) -> Daemon:
         settings = make_settings(**overrides)
         app = compose(settings)  # the daemon exactly as `claude-max serve` builds it
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        runner = app_runner(app)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = GuardedSite(runner, "127.0.0.1", 0)
         await site.start()
         runners.append(runner)
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        daemon = Daemon(f"http://127.0.0.1:{port}", app, settings, cli_env)
+        daemon = Daemon(f"http://127.0.0.1:{site.port}", app, settings, cli_env, runner)
         daemons.append(daemon)
         return daemon
 

@@ -478,24 +478,6 @@ def test_a_burst_of_the_same_error_is_one_line_then_a_count() -> None:
     assert repeats.filter(later) and later.getMessage().endswith("(and 499 more like it in the last 10 s)")
 
 
-def test_a_request_aiohttp_cannot_parse_is_one_warning_line() -> None:
-    import logging
-    import sys
-
-    from aiohttp.http_exceptions import BadHttpMessage
-
-    from claude_max.logs import MalformedRequestFilter
-
-    try:
-        raise BadHttpMessage("Invalid header token:\n\n  b'Bad Header'\n       ^")
-    except BadHttpMessage:
-        record = logging.LogRecord("aiohttp.server", logging.ERROR, "", 0, "Error handling request from %s",
-                                   ("127.0.0.1",), sys.exc_info())  # fmt: skip
-    assert MalformedRequestFilter().filter(record)
-    assert record.levelname == "WARNING" and record.exc_info is None
-    assert record.getMessage() == "bad_http_request status=400 reason=\"Invalid header token: b'Bad Header' ^\""
-
-
 def test_with_debug_a_secret_split_across_two_lines_is_masked_in_both() -> None:
     import logging
 
