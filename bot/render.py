@@ -46,6 +46,30 @@ def _blocks(markdown: str) -> list[str]:
     return blocks
 
 
+def _word_breaks(text: str, limit: int) -> str:
+    """The text with a line break for each space where a piece of at most `limit` UTF-16 units must end
+    and no line break would do (the splitter cuts only at line breaks, else mid-word). A space at the end
+    of a message is not seen, so the text reads the same; a single word over the limit is still cut."""
+    chars = list(text)
+    start = 0
+    while utf16_len(text[start:]) > limit:
+        end, used = start, 0
+        while end < len(text) and used + utf16_len(text[end]) <= limit:
+            used += utf16_len(text[end])
+            end += 1
+        window = text[start:end]
+        newline = window.rfind("\n")
+        space = window.rfind(" ")
+        if newline > 0 and newline >= space - limit // 4:  # a line break near the end: the splitter takes it
+            start += newline + 1
+        elif space > 0:
+            chars[start + space] = "\n"
+            start += space + 1
+        else:
+            start = end  # one word longer than a message
+    return "".join(chars)
+
+
 def _convert(markdown: str) -> tuple[str, list[ConvertedEntity]]:
     text, entities = telegramify_markdown.convert(markdown)
     stripped = text.rstrip()
@@ -85,8 +109,8 @@ def render(markdown: str, limit: int = MAX_MESSAGE) -> list[Chunk]:
         if utf16_len(text) <= limit:
             group = block
             continue
-        # One block (a long code block or paragraph) over the limit: split it between lines.
-        pieces = split_entities(text, entities, limit)
+        # One block (a long code block or paragraph) over the limit: split it between lines, or words.
+        pieces = split_entities(_word_breaks(text, limit), entities, limit)
         chunks += [_chunk(piece, piece_entities) for piece, piece_entities in pieces[:-1]]
         group = ""
         if pieces:

@@ -283,9 +283,11 @@ def _user(raw: dict[str, Any]) -> list[Event]:
 
 def _turn_cost(raw: dict[str, Any]) -> float:
     """This turn's cost. `total_cost_usd` adds up the whole resumed session; the per-model usage since
-    the last result is the turn's own."""
+    the last result is the turn's own: empty for a turn that reached no model (a failed or refused
+    one), which costs nothing rather than the session's total again. Only a CLI that does not send it
+    at all has its total taken."""
     since = raw.get("model_usage_since_last_result")
-    if isinstance(since, dict) and since:
+    if isinstance(since, dict):
         return float(sum(float(m.get("costUSD") or 0.0) for m in since.values() if isinstance(m, dict)))
     return float(raw.get("total_cost_usd") or 0.0)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,3 +139,19 @@ def test_blocks_are_separated_once() -> None:
         TextDelta("Third", "m3", 1, None),
     ]
     assert answer_of(events) == "First line\n\nSecond part\n\nThird"
+
+
+@pytest.mark.parametrize(
+    ("since", "cost"),
+    [
+        ({}, 0.0),  # a failed or stopped turn that reached no model: not the session's total again
+        ({"claude-sonnet": {"costUSD": 0.25}, "claude-haiku": {"costUSD": 0.05}}, 0.30),
+        (None, 7.5),  # a CLI that does not say: its total is all there is
+    ],
+)
+def test_a_turn_books_its_own_cost_not_the_sessions(since: dict[str, Any] | None, cost: float) -> None:
+    raw: dict[str, Any] = {"type": "result", "subtype": "success", "is_error": True, "total_cost_usd": 7.5}
+    if since is not None:
+        raw["model_usage_since_last_result"] = since
+    (result,) = parse_event(json.dumps(raw))
+    assert isinstance(result, Result) and result.cost_usd == pytest.approx(cost)

@@ -1,0 +1,27 @@
+"""A paragraph longer than a message is split between words, not inside one."""
+
+from __future__ import annotations
+
+from bot.render import render
+
+
+def test_a_long_paragraph_is_split_at_whitespace() -> None:
+    words = [f"word{i:04d}" for i in range(1200)]  # about 10,800 characters, no line break
+    chunks = render(" ".join(words))
+    assert len(chunks) == 3
+    seen = [w for chunk in chunks for w in chunk.text.split()]
+    assert seen == words, "every word whole, in order"
+    assert all(len(c.text) <= 4096 for c in chunks)
+
+
+def test_a_single_word_longer_than_a_message_is_still_cut() -> None:
+    chunks = render("x" * 5000)
+    assert [len(c.text) for c in chunks] == [4096, 904]
+
+
+def test_bold_across_the_split_stays_bold_in_both_pieces() -> None:
+    chunks = render("**" + " ".join(["bold"] * 1500) + "**")
+    assert len(chunks) == 2
+    for chunk in chunks:
+        assert [(e.type, e.offset) for e in chunk.entities] == [("bold", 0)]
+        assert chunk.entities[0].length == len(chunk.text)
