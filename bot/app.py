@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 from telegram import BotCommand, Update
@@ -29,16 +30,18 @@ from telegram.ext import (
 from bot.approvals import PREFIX as APPROVAL_PREFIX
 from bot.approvals import ApprovalDesk
 from bot.calls import send
-from bot.chat import ChatSession, Job, chat_of, conversation_key
+from bot.chat import ChatSession, Job, chat_of
 from bot.limits_text import crossing_text, limit_lines
 from bot.progress import STOP_DATA
 from bot.uploads import UploadRefused, check_size, upload_path
+from bot.workspace import PROJECT_PREFIX, RESUME_PREFIX, project_keyboard, session_keyboard, session_label
 from core import (
     ASK,
     ActivityTimeout,
     BadImage,
     Engine,
     LimitCrossing,
+    ProjectError,
     Prompt,
     SessionNotFound,
     Settings,
@@ -63,6 +66,8 @@ COMMANDS = [
     BotCommand("status", "Session, model, running turn, usage"),
     BotCommand("model", "Show or set this chat's model"),
     BotCommand("mode", "Show or set who approves what Claude does"),
+    BotCommand("project", "Show or switch the project Claude works in"),
+    BotCommand("resume", "Continue one of the project's Claude Code sessions"),
     BotCommand("help", "What this bot does"),
     BotCommand("start", "Say hello"),
 ]
@@ -74,7 +79,9 @@ HELP = (
     "the working directory and Claude is told where.\n\n"
     "/new – start a fresh session\n/stop – stop the running turn\n/status – session, model, usage\n"
     "/model [name] – show or set the model (opus, sonnet, haiku, or a full id)\n"
-    "/mode [ask|edits|plan|bypass] – show or set who approves what Claude does\n/help – this text"
+    "/mode [ask|edits|plan|bypass] – show or set who approves what Claude does\n"
+    "/project [name] – show or switch the project (each has its own session)\n"
+    "/resume – continue a Claude Code session of the project, also one begun in a terminal\n/help – this text"
 )
 
 
@@ -179,6 +186,8 @@ class ClaudeBot:
         app.add_handler(CommandHandler("status", self._status))
         app.add_handler(CommandHandler("model", self._model))
         app.add_handler(CommandHandler("mode", self._mode))
+        app.add_handler(CommandHandler("project", self._project))
+        app.add_handler(CommandHandler("resume", self._resume))
         app.add_handler(CallbackQueryHandler(self._button))
         app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, self._file))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self._text))
@@ -208,7 +217,7 @@ class ClaudeBot:
         log.info("telegram_refused user=%s", user.id if user else None)
         raise ApplicationHandlerStop
 
-    def _chat(self, update: Update) -> ChatSession:
+    async def _chat(self, update: Update) -> ChatSession:
         chat = update.effective_chat
         assert chat is not None
         session = self.chats.get(chat.id)
@@ -218,6 +227,11 @@ class ClaudeBot:
                 engine=self.engine, settings=self.settings,
             )  # fmt: skip
             self.chats[chat.id] = session
+            projects = self.settings.project_dirs
+            if projects.configured:  # the project it chose, else the first there is
+                names = projects.names()
+                chosen = await self.engine.store.project(session.base)
+                session.project = chosen if chosen is not None else (names[0] if names else None)
         return session
 
     async def _reply(self, update: Update, text: str) -> None:
@@ -230,7 +244,7 @@ class ClaudeBot:
 
     async def _queue(self, update: Update, prompt: Prompt) -> None:
         message = update.effective_message
-        chat = self._chat(update)
+        chat = await self._chat(update)
         ahead = chat.submit(Job(prompt, message.message_id if message else None))
         if ahead == 1 and chat.busy:
             await self._reply(update, "📥 Queued: I will answer this after the current turn (/stop cancels).")
@@ -257,10 +271,10 @@ class ClaudeBot:
             item, name, kind = message.photo[-1], "photo.jpg", "photo"
         try:
             check_size(item.file_size, self.settings.telegram_max_file_mb)
-            path = upload_path(self.settings.workdir, chat.id, name, default=kind)
+            path = upload_path(self._workdir(await self._chat(update)), chat.id, name, default=kind)
             telegram_file = await item.get_file()
             await telegram_file.download_to_drive(path)
-        except UploadRefused as exc:
+        except (UploadRefused, ProjectError) as exc:
             await self._reply(update, f"⚠️ I could not take that {kind}: {exc}")
             return
         except TelegramError as exc:
@@ -281,7 +295,7 @@ class ClaudeBot:
         await self._queue(update, text)
 
     async def _stop(self, update: Update, context: Context) -> None:
-        state, dropped = self._chat(update).stop()
+        state, dropped = (await self._chat(update)).stop()
         text = {"idle": "Nothing is running.", "already stopping": "Already stopping.", "stopping": "⏹ Stopping."}[
             state
         ]
@@ -296,15 +310,107 @@ class ClaudeBot:
             toast = await self.desk.press(query.data or "", update.effective_user)
             await send("answer_callback", lambda: query.answer(toast))
             return
-        if query.data != STOP_DATA:
+        data = query.data or ""
+        if data.startswith((PROJECT_PREFIX, RESUME_PREFIX)):
+            chat = await self._chat(update)
+            if data.startswith(PROJECT_PREFIX):
+                text = await self._switch_project(chat, data.removeprefix(PROJECT_PREFIX))
+            else:
+                text = await self._continue_session(chat, data.removeprefix(RESUME_PREFIX))
+            await send("answer_callback", lambda: query.answer())
+            await send("reply", lambda: self.application.bot.send_message(chat.chat_id, text))
+            return
+        if data != STOP_DATA:
             await send("answer_callback", lambda: query.answer())
             return
-        state, _ = self._chat(update).stop()
+        state, _ = (await self._chat(update)).stop()
         text = {"idle": "Nothing is running.", "already stopping": "Already stopping.", "stopping": "Stopping…"}[state]
         await send("answer_callback", lambda: query.answer(text))
 
+    # -- where the chat works: /project, /resume ---------------------------------------------------
+
+    def _workdir(self, chat: ChatSession) -> Path:
+        """The chat's project directory (`ProjectError` when it is gone), else CLAUDE_WORKDIR."""
+        return self.settings.project_dirs.path(chat.project) if chat.project else self.settings.workdir
+
+    async def _project(self, update: Update, context: Context) -> None:
+        chat = await self._chat(update)
+        projects = self.settings.project_dirs
+        if not projects.configured:
+            await self._reply(
+                update,
+                f"This bot works in one directory, {self.settings.workdir}. Set PROJECTS (name=path pairs, "
+                "or a root of projects) to choose among several.",
+            )
+            return
+        if context.args:
+            await self._reply(update, await self._switch_project(chat, " ".join(context.args)))
+            return
+        names = projects.names()
+        if not names:
+            await self._reply(update, "⚠️ PROJECTS names no directory that exists.")
+            return
+        text = f"Project: {chat.project or 'none'}. Pick one (each keeps its own session):"
+        message = update.effective_message
+        if message is not None:
+            keyboard = project_keyboard(names, chat.project)
+            await send("reply", lambda: message.reply_text(text, reply_markup=keyboard))
+
+    async def _switch_project(self, chat: ChatSession, name: str) -> str:
+        """Make `name` the chat's project; what the chat is told."""
+        try:
+            path = self.settings.project_dirs.path(name)
+        except ProjectError as exc:
+            return f"⚠️ {exc.message}. /project lists the projects."
+        if chat.busy:
+            return "A turn is running: the project changes once it ended (/stop ends it now). Send /project again then."
+        await self.engine.store.set_project(chat.base, name)
+        chat.project = name
+        record = await self.engine.store.get(chat.key)
+        goes_on = (
+            f"its session goes on ({record.turns} turns here)" if record else "your next message starts its session"
+        )
+        log.info("telegram_project chat=%s project=%s", chat.chat_id, name)
+        return f"📁 Project {name} ({path}): {goes_on}."
+
+    async def _resume(self, update: Update, context: Context) -> None:
+        chat = await self._chat(update)
+        try:
+            workdir = self._workdir(chat)
+        except ProjectError as exc:
+            await self._reply(update, f"⚠️ {exc.message}")
+            return
+        sessions = await self.engine.sessions_in(workdir)
+        if not sessions:
+            await self._reply(update, f"No Claude Code sessions in {workdir} yet.")
+            return
+        record = await self.engine.store.get(chat.key)
+        text = (
+            f"Sessions in {workdir}, newest first (also those begun with `claude` in a terminal). Pick one to continue:"
+        )
+        keyboard = session_keyboard(sessions, record.session_id if record else None)
+        message = update.effective_message
+        if message is not None:
+            await send("reply", lambda: message.reply_text(text, reply_markup=keyboard))
+
+    async def _continue_session(self, chat: ChatSession, session_id: str) -> str:
+        """Make a listed session the chat's (a press on a /resume button); what the chat is told."""
+        try:
+            workdir = self._workdir(chat)
+        except ProjectError as exc:
+            return f"⚠️ {exc.message}"
+        session = next((s for s in await self.engine.sessions_in(workdir, 50) if s.session_id == session_id), None)
+        if session is None:
+            return "⚠️ That session is no longer there. /resume lists the ones there are."
+        if chat.busy:
+            return "A turn is running: /stop it first, then pick the session again."
+        await self.engine.adopt(chat.key, session_id, workdir)
+        log.info("telegram_resume chat=%s session=%s", chat.chat_id, session_id)
+        return (f"▶️ Continuing session {session_id[:8]}… (“{session_label(session, False)}”). "
+                "Your next message goes on from there.")  # fmt: skip
+
     async def _new(self, update: Update, context: Context) -> None:
-        chat = self._chat(update)
+        chat = await self._chat(update)
         state, _ = chat.stop()
         forgot = await self.engine.forget(chat.key)
         text = "🆕 Fresh session: Claude no longer sees this chat's earlier messages."
@@ -315,7 +421,7 @@ class ClaudeBot:
         await self._reply(update, text)
 
     async def _model(self, update: Update, context: Context) -> None:
-        key = conversation_key(self._chat(update).chat_id)
+        key = (await self._chat(update)).base
         store = self.engine.store
         if not context.args:
             current = await store.preferred_model(key)
@@ -337,7 +443,7 @@ class ClaudeBot:
         await self._reply(update, f"Model set to {model} for this chat, from the next message on.")
 
     async def _mode(self, update: Update, context: Context) -> None:
-        key = self._chat(update).key
+        key = (await self._chat(update)).base
         store = self.engine.store
         if not context.args:
             current = await store.permission_mode(key) or self.settings.telegram_permission_mode
@@ -352,18 +458,20 @@ class ClaudeBot:
         await self._reply(update, f"Mode set to {describe_mode(mode)}, from the next message on.")
 
     async def _status(self, update: Update, context: Context) -> None:
-        chat = self._chat(update)
+        chat = await self._chat(update)
         store = self.engine.store
         record = await store.get(chat.key)
         usage = await store.usage(chat.key)
-        model = await store.preferred_model(chat.key) or (record.model if record else "") or "default"
+        model = await store.preferred_model(chat.base) or (record.model if record else "") or "default"
         lines = [
             f"Session: {record.session_id[:8]}… ({record.turns} turn{'' if record.turns == 1 else 's'})"
             if record
             else "Session: none yet",
             f"Model: {model}",
-            f"Mode: {describe_mode(await store.permission_mode(chat.key) or self.settings.telegram_permission_mode)}",
+            f"Mode: {describe_mode(await store.permission_mode(chat.base) or self.settings.telegram_permission_mode)}",
         ]
+        if chat.project:
+            lines.insert(0, f"Project: {chat.project}")
         progress = chat.progress
         if chat.busy and progress is not None:
             last = progress.tools[-1] if progress.tools else "thinking"
@@ -375,7 +483,7 @@ class ClaudeBot:
         lines.append(
             f"Usage: {usage.turns} turn{'' if usage.turns == 1 else 's'}, {usage.prompt_tokens:,} tokens in, "
             f"{usage.completion_tokens:,} out, "
-            f"${usage.cost_usd:.4f}"
+            f"${usage.cost_usd:.4f} at API prices"
         )
         lines += limit_lines(self.engine.limits)
         await self._reply(update, "\n".join(lines))

@@ -37,8 +37,9 @@ from core import (
 log = logging.getLogger("bot.chat")
 
 
-def conversation_key(chat_id: int) -> str:
-    return f"tg:{chat_id}"
+def conversation_key(chat_id: int, project: str | None = None) -> str:
+    """A chat's conversation; with PROJECTS, one per project (`tg:<chat>#<project>`)."""
+    return f"tg:{chat_id}" + (f"#{project}" if project else "")
 
 
 def chat_of(key: str, face: str) -> int | None:
@@ -46,7 +47,7 @@ def chat_of(key: str, face: str) -> int | None:
     if face != "telegram" or not key.startswith("tg:"):
         return None
     try:
-        return int(key.removeprefix("tg:").split(":")[0])
+        return int(key.removeprefix("tg:").split("#")[0].split(":")[0])
     except ValueError:
         return None
 
@@ -65,8 +66,8 @@ def summary_line(progress: Progress, cost: float | None, outcome: str, fallback:
         parts.append(f"{count} tool{'s' if count > 1 else ''} ({tools})")
     if fallback:
         parts.append(f"on {fallback}")
-    if cost:
-        parts.append(f"${cost:.4f}")
+    if cost:  # (what the tokens would cost on the API; a subscription is not billed per turn)
+        parts.append(f"${cost:.4f} at API prices")
     return " · ".join(parts)
 
 
@@ -74,7 +75,8 @@ class ChatSession:
     def __init__(self, chat_id: int, *, private: bool, bot: Bot, engine: Engine, settings: Settings) -> None:
         self.chat_id = chat_id
         self.private = private
-        self.key = conversation_key(chat_id)
+        self.base = conversation_key(chat_id)  # the chat's own choices (model, mode, project) are kept under it
+        self.project: str | None = None  # with PROJECTS: the one it works in (see `BotApp._chat`)
         self._bot = bot
         self._engine = engine
         self._settings = settings
@@ -86,6 +88,11 @@ class ChatSession:
         self._worker: asyncio.Task[None] | None = None
         self._cancelling: asyncio.Task[None] | None = None
         self._entering: asyncio.Task[Finished] | None = None  # the turn, from its wait for a slot to its end
+
+    @property
+    def key(self) -> str:
+        """The conversation the chat's next turn continues: its current project's."""
+        return conversation_key(self.chat_id, self.project)
 
     @property
     def busy(self) -> bool:
@@ -147,14 +154,16 @@ class ChatSession:
         self.progress = progress
         await progress.start()
         store = self._engine.store
-        model = await store.preferred_model(self.key) or ""
-        mode = await store.permission_mode(self.key) or self._settings.telegram_permission_mode
-        request = TurnRequest(
-            prompt_for=lambda _: job.prompt, key=self.key, model=model, face="telegram", patient=True,
-            on_queued=lambda: setattr(progress, "waiting_for_slot", True), permission_mode=mode,
-        )  # fmt: skip
+        model = await store.preferred_model(self.base) or ""
+        mode = await store.permission_mode(self.base) or self._settings.telegram_permission_mode
         summary = "⚠️ Failed"
         try:
+            workdir = str(self._settings.project_dirs.path(self.project)) if self.project else ""
+            request = TurnRequest(
+                prompt_for=lambda _: job.prompt, key=self.key, model=model, face="telegram", patient=True,
+                on_queued=lambda: setattr(progress, "waiting_for_slot", True), permission_mode=mode,
+                workdir=workdir,
+            )  # fmt: skip
             finished = await self._run_turn(request, progress)
             await self.deliver(finished.text, reply_to=job.message_id)
             summary = summary_line(progress, finished.cost_usd, "✅ Done", finished.fallback)

@@ -13,6 +13,7 @@ from core import (
     CLIUnavailable,
     EngineError,
     LimitReached,
+    ProjectError,
     ShuttingDown,
     TurnCancelled,
     UpstreamError,
@@ -35,6 +36,8 @@ def failure_text(error: ClaudeMaxError, progress: Progress) -> str:
         return "⏹ Stopped. The conversation is kept: send a message to go on."
     if isinstance(error, CLIUnavailable):
         return f"⚠️ Claude Code cannot run here: {error.message}"
+    if isinstance(error, ProjectError):
+        return f"⚠️ {error.message}. /project lists the projects; nothing was sent to Claude."
     if isinstance(error, LimitReached):
         return (
             f"⛔ The Claude subscription's {window_name(error.window)} is used up: it resets in "

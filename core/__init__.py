@@ -6,6 +6,7 @@ This is its public API: the faces and the host import from `core` only, never fr
 
 from core._version import __version__
 from core.approvals import NO_APPROVER, Approvals, Decision, PermissionPrompt
+from core.cli_sessions import SessionSummary
 from core.client_tools import ClientTool, mcp_names
 from core.config import ASK, RETRY_AFTER_SECONDS, Settings, load_settings
 from core.describe import format_duration
@@ -35,6 +36,7 @@ from core.events import LimitWindow, Usage
 from core.images import image_block, image_block_from_bytes
 from core.limits import FallbackRule, LimitCrossing, SubscriptionLimits, WindowState
 from core.models import listed_models, resolve_model
+from core.projects import ProjectError, Projects
 from core.store import Conversation, SessionStore, StoredResponse, UsageRow
 from core.transcript import Exchange, Transcript, digest
 from core.turn import Prompt, Turn, TurnRequest
@@ -79,11 +81,14 @@ __all__ = [
     "LimitWindow",
     "NoStructuredAnswer",
     "PermissionPrompt",
+    "ProjectError",
+    "Projects",
     "Prompt",
     "Reasoning",
     "Saturated",
     "SessionNotFound",
     "SessionStore",
+    "SessionSummary",
     "Settings",
     "SettingsError",
     "ShuttingDown",

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from core.errors import SettingsError, UnknownModel
 from core.limits import FallbackRule
 from core.models import FAMILY_IDS, resolve_model
+from core.projects import Projects
 
 # Waits that have no setting of their own.
 CLI_VERSION_TIMEOUT = 15.0  # `claude --version` in doctor
@@ -85,6 +86,7 @@ class Settings(BaseSettings):
     telegram_api_url: str = "https://api.telegram.org"
     telegram_edit_interval: float = Field(default=2.5, ge=0.5)
     telegram_max_file_mb: float = Field(default=20.0, gt=0)
+    projects: str = ""  # name=path pairs, or one root whose subdirectories are the projects (core.projects)
 
     activity_timeout: float = Field(default=600.0, gt=0)
     max_concurrent: int = Field(default=4, ge=1, le=256)
@@ -156,6 +158,16 @@ class Settings(BaseSettings):
             except (ValueError, UnknownModel) as exc:
                 raise ValueError(f"in {source}={rest}: {exc} (rules look like opus=sonnet@0.9)") from None
         return tuple(rules)
+
+    @field_validator("projects")
+    @classmethod
+    def _projects(cls, value: str) -> str:
+        Projects.parse(value)  # (a ValueError names what is wrong)
+        return value
+
+    @property
+    def project_dirs(self) -> Projects:
+        return Projects.parse(self.projects)
 
     @field_validator("fallback_model")
     @classmethod

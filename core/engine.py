@@ -14,9 +14,11 @@ import asyncio
 import contextlib
 import enum
 import uuid
+from pathlib import Path
 
 from core.approvals import Approvals
 from core.capacity import ConversationLocks, Slots
+from core.cli_sessions import SessionSummary, config_dir, recent_sessions
 from core.config import Settings
 from core.errors import CancelReason, ShuttingDown, StoreError
 from core.hygiene import INSTANCE_VARIABLE, STATE_VARIABLE, StateLock, reap_leftovers, state_key
@@ -127,6 +129,16 @@ class Engine:
         """Drop a conversation: its session mapping and its warm process."""
         self.pool.evict(key, "forgotten")
         return await self.store.forget(key)
+
+    async def adopt(self, key: str, session_id: str, workdir: Path) -> None:
+        """Make a conversation continue a session of the CLI in `workdir` (e.g. one begun in a terminal)."""
+        self.pool.evict(key, "replaced")
+        await self.store.adopt(key, session_id, str(workdir))
+
+    async def sessions_in(self, workdir: Path, limit: int = 8) -> list[SessionSummary]:
+        """The CLI's newest sessions of a directory (also those a terminal's `claude` began), newest first."""
+        config = config_dir(self.settings.child_environment())
+        return await asyncio.to_thread(recent_sessions, config, workdir, limit)
 
     async def cancel_all(self, reason: CancelReason) -> None:
         """Stop every running turn; their consumers see `TurnCancelled`."""

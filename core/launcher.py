@@ -38,6 +38,7 @@ class LaunchOptions:
     mode: str = ""  # `ask` or one of the CLI's permission modes; empty: CLAUDE_PERMISSION_MODE
     schema: str = ""  # a JSON Schema (as JSON text) the answer must be an instance of: `--json-schema`
     effort: str = ""  # the CLI's `--effort`
+    workdir: str = ""  # where a new session starts (a Telegram project); empty: CLAUDE_WORKDIR
 
 
 NO_OPTIONS = LaunchOptions()
@@ -105,10 +106,10 @@ class Launcher:
             argv += ["--resume", resume]
         return argv
 
-    def workdir(self, resume: Conversation | None) -> Path:
+    def workdir(self, resume: Conversation | None, options: LaunchOptions = NO_OPTIONS) -> Path:
         if resume is not None and Path(resume.workdir).is_dir():
             return Path(resume.workdir)  # the CLI keeps sessions per project directory
-        return self.settings.workdir
+        return Path(options.workdir) if options.workdir else self.settings.workdir
 
     def signature(self, model: str, workdir: Path, options: LaunchOptions = NO_OPTIONS) -> Signature:
         """What a process was started with; a warm process serves only turns that want the same."""
@@ -135,7 +136,7 @@ class Launcher:
             argv += ["--mcp-config", str(bridge.open(session))]
             env["ENABLE_TOOL_SEARCH"] = "false"  # the tools' schemas in the request, not behind ToolSearch
             env["MCP_TOOL_TIMEOUT"] = str(int((self.settings.tool_result_timeout + 60) * 1000))
-        spawn = Spawn(argv=[*death_signal_prefix(), binary, *argv[1:]], cwd=self.workdir(resume), env=env)
+        spawn = Spawn(argv=[*death_signal_prefix(), binary, *argv[1:]], cwd=self.workdir(resume, options), env=env)
         process = CLIProcess(
             spawn, activity_timeout=self.settings.activity_timeout, kill_grace=self.settings.kill_grace
         )
@@ -154,7 +155,7 @@ class Launcher:
         self, key: str, model: str, resume: Conversation | None, options: LaunchOptions
     ) -> tuple[CLIProcess, str]:
         """A process for a turn, and where it came from: "warm", "spare" or "cold"."""
-        signature = self.signature(model, self.workdir(resume), options)
+        signature = self.signature(model, self.workdir(resume, options), options)
         if resume is not None:
             warm = self.pool.take(key, resume.session_id, signature)
             if warm is not None:

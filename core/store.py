@@ -174,6 +174,10 @@ async def _m7_limit_warnings(db: aiosqlite.Connection) -> None:
     await db.execute("ALTER TABLE subscription_limits ADD COLUMN warned_until REAL")
 
 
+async def _m8_chat_projects(db: aiosqlite.Connection) -> None:
+    await db.execute("CREATE TABLE chat_projects (key TEXT PRIMARY KEY, project TEXT NOT NULL)")
+
+
 # Numbered migrations; applied names are kept in the `migrations` table. Append only.
 MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] = [
     ("m001_conversations", _m1_conversations),
@@ -183,6 +187,7 @@ MIGRATIONS: list[tuple[str, Callable[[aiosqlite.Connection], Awaitable[None]]]] 
     ("m005_responses", _m5_responses),
     ("m006_subscription_limits", _m6_subscription_limits),
     ("m007_limit_warnings", _m7_limit_warnings),
+    ("m008_chat_projects", _m8_chat_projects),
 ]
 
 
@@ -390,6 +395,32 @@ class SessionStore:
 
     async def set_permission_mode(self, key: str, mode: str | None) -> None:
         await self._choose("permission_modes", "mode", key, mode)
+
+    async def project(self, key: str) -> str | None:
+        """The project a chat (or forum topic) works in."""
+        return await self._choice("chat_projects", "project", key)
+
+    async def set_project(self, key: str, project: str | None) -> None:
+        await self._choose("chat_projects", "project", key, project)
+
+    @_writes
+    async def adopt(self, key: str, session_id: str, workdir: str) -> None:
+        """Make `key` continue an existing session of the CLI (one started elsewhere, e.g. in a terminal);
+        nothing of its history is known here, so its next turn resumes it as it is."""
+        self._recent.pop(key, None)
+        now = time.time()
+        await self.db.execute(
+            """
+            INSERT INTO conversations
+                (key, session_id, model, workdir, head, transcript, context, turns, created_at, updated_at)
+            VALUES (?, ?, '', ?, NULL, NULL, NULL, 0, ?, ?)
+            ON CONFLICT(key) DO UPDATE SET
+                session_id = excluded.session_id, workdir = excluded.workdir, head = NULL, transcript = NULL,
+                context = NULL, turns = 0, updated_at = excluded.updated_at
+            """,
+            (key, session_id, workdir, now, now),
+        )
+        await self.db.commit()
 
     async def _choice(self, table: str, column: str, key: str) -> str | None:
         """A conversation's choice kept in a `key -> column` table (names are ours, never a user's)."""

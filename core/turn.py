@@ -113,6 +113,7 @@ class TurnRequest:
     dialect: str = ""  # the API the face speaks (chat, responses, messages), for metrics and logs
     output_schema: str = ""  # a JSON Schema (JSON text): the answer is an instance of it, as JSON text
     effort: str = ""  # the CLI's --effort (low, medium, high, xhigh, max); empty: the CLI's default
+    workdir: str = ""  # where a new session of the conversation starts (a project); empty: CLAUDE_WORKDIR
     # Wait for a CLI slot as long as it takes (in arrival order with every other turn) instead of QUEUE_WAIT:
     # for a face that keeps its user waiting anyway (a chat), not for an HTTP client that can retry.
     patient: bool = False
@@ -193,7 +194,9 @@ class Turn:
         self.result: Result | None = None
         # A structured turn's answer is the JSON the CLI hands over at its end; its prose is nobody's answer.
         self.answer = AnswerBuilder(quiet=bool(request.output_schema))
-        self.options = LaunchOptions(request.tools, request.permission_mode, request.output_schema, request.effort)
+        self.options = LaunchOptions(
+            request.tools, request.permission_mode, request.output_schema, request.effort, request.workdir
+        )
         self.started = time.monotonic()
         self.finished: float | None = None
         self.outcome = "started"

@@ -68,6 +68,8 @@ async def test_multi_turn_conversation_with_live_progress(
         "status",
         "model",
         "mode",
+        "project",
+        "resume",
         "help",
         "start",
     ]

@@ -65,6 +65,8 @@ def test_settings_parse_lists_and_aliases(monkeypatch: pytest.MonkeyPatch) -> No
         ("LIMIT_FALLBACK", "opus=gpt-4o@0.9"),
         ("LIMIT_FALLBACK", "opus=sonnet@2"),
         ("FALLBACK_MODEL", "gpt-4o"),
+        ("PROJECTS", "relative/dir"),
+        ("PROJECTS", "web=relative"),
     ],
 )
 def test_bad_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
@@ -359,7 +361,7 @@ def test_turn_summary_counts_tools_by_name_and_not_waiting() -> None:
         progress.tool(ToolActivity(name, describe_tool(name, tool_input)))
     assert "waiting" not in progress.render(), "a tool started: the turn has its slot"
     summary = summary_line(progress, 0.0123, "✅ Done")
-    assert summary.startswith("✅ Done · 0s · 3 tools (Bash×2, Read) · $0.0123")
+    assert summary.startswith("✅ Done · 0s · 3 tools (Bash×2, Read) · $0.0123 at API prices")
 
 
 def test_doctor_reads_is_sandbox_as_the_cli_will(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,0 +1,84 @@
+"""Projects by name and the CLI's session files, read as far as they go."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from core import ProjectError, Projects
+from core.cli_sessions import READ_BYTES, first_prompt, recent_sessions, sessions_dir
+
+ID = "3f2a9c1e-0000-4000-8000-{:012d}"
+
+
+def test_a_root_offers_its_subdirectories_and_nothing_outside(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    (root / "web").mkdir(parents=True)
+    (root / ".git").mkdir()
+    (root / "notes.txt").write_text("x")
+    (tmp_path / "secret").mkdir()
+    (root / "out").symlink_to(tmp_path / "secret")
+    (root / "inner").symlink_to(root / "web")  # a link that stays inside is fine
+    projects = Projects.parse(str(root))
+    assert projects.names() == ["inner", "web"]
+    assert projects.path("web") == root / "web"
+    for name in ("out", ".git", "..", "../secret", "web/..", "notes.txt", "", "x" * 49):
+        with pytest.raises(ProjectError):
+            projects.path(name)
+
+
+def test_pairs_are_the_only_names(tmp_path: Path) -> None:
+    projects = Projects.parse(f"web={tmp_path}, api = {tmp_path / 'api'}")
+    assert projects.names() == ["web", "api"] and projects.path("web") == tmp_path
+    with pytest.raises(ProjectError, match="is gone"):
+        projects.path("api")
+    with pytest.raises(ProjectError, match="no project"):
+        projects.path("tmp")
+
+
+@pytest.mark.parametrize("value", ["relative/dir", "web=relative", "a/b=/x", "web=/x,web=/y", "=/x", "web="])
+def test_bad_projects_are_refused(value: str) -> None:
+    with pytest.raises(ValueError):
+        Projects.parse(value)
+
+
+def line(kind: str, content: object, **more: object) -> str:
+    return json.dumps({"type": kind, "message": {"role": kind, "content": content}, **more})
+
+
+def test_sessions_newest_first_with_their_first_prompt(tmp_path: Path) -> None:
+    config, work = tmp_path / "config", tmp_path / "my.project_x"
+    where = sessions_dir(config, work)
+    assert where.name.endswith("-my-project-x") and "/" not in where.name
+    where.mkdir(parents=True)
+    lines = [
+        '{"type":"queue-operation"}', "not json at all", line("user", "<command-name>/model</command-name>"),
+        line("user", "ignored", isMeta=True), line("user", [{"type": "text", "text": "fix the\n login"}]),
+        line("user", "later prompt"),
+    ]  # fmt: skip
+    files = {
+        ID.format(1): "\n".join(lines),
+        ID.format(2): line("user", "newer"),
+        ID.format(3): '{"type":"user","message":{"ro',  # being written: no prompt yet, not listed
+        ID.format(4): "\x00\xff",
+        "not-a-session-id": line("user", "hello"),
+    }
+    for index, (name, text) in enumerate(files.items()):
+        path = where / f"{name}.jsonl"
+        path.write_text(text, errors="surrogateescape")
+        os.utime(path, (1000 + index, 1000 + index))
+    found = recent_sessions(config, work)
+    assert [(s.session_id, s.first_prompt) for s in found] == [(ID.format(2), "newer"), (ID.format(1), "fix the login")]
+    assert recent_sessions(config, tmp_path / "elsewhere") == []
+
+
+def test_a_huge_session_file_is_read_only_at_its_start(tmp_path: Path) -> None:
+    path = tmp_path / f"{ID.format(5)}.jsonl"
+    with path.open("w") as file:
+        file.write(line("attachment", "x" * (READ_BYTES + 10)) + "\n" + line("user", "too far") + "\n")
+    assert first_prompt(path) == ""
+    path.write_text(line("user", "near") + "\n" + line("attachment", "x" * (8 * READ_BYTES)))
+    assert first_prompt(path) == "near"

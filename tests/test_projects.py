@@ -1,0 +1,121 @@
+"""Telegram as a remote for Claude Code: projects (PROJECTS, /project) and sessions to go on with (/resume),
+with the real CLI and the fake Bot API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import TELEGRAM_USER as USER
+from tests.fake_telegram import FakeTelegram, SentMessage
+from tests.mock_anthropic import MockAnthropic
+
+
+def buttons(message: SentMessage) -> list[tuple[str, str]]:
+    markup = message.reply_markup or {}
+    return [(b["text"], b["callback_data"]) for row in markup.get("inline_keyboard", []) for b in row]
+
+
+async def reply_with(telegram: FakeTelegram, words: str, within: float = 30) -> SentMessage:
+    def found() -> SentMessage | None:
+        return next((m for m in reversed(telegram.sent_to(USER)) if words in m.text and not m.deleted), None)
+
+    try:
+        await telegram.wait_for(lambda: found() is not None, within=within)
+    except TimeoutError:
+        raise AssertionError(f"no message with {words!r} in {telegram.texts_to(USER)}") from None
+    message = found()
+    assert message is not None
+    return message
+
+
+def asked_with(mock: MockAnthropic, text: str) -> dict[str, Any]:
+    return next(body for body in reversed(mock.requests) if text in json.dumps(body.get("messages")))
+
+
+async def test_each_project_is_its_own_directory_and_session(
+    start_bot: Callable[..., object], telegram: FakeTelegram, mock_api: MockAnthropic, tmp_path: Path
+) -> None:
+    root, outside = tmp_path / "src", tmp_path / "outside"
+    for directory in (root / "api", root / "web", outside):
+        directory.mkdir(parents=True)
+    (root / "escape").symlink_to(outside)  # a link out of the root is no project
+    (root / ".hidden").mkdir()
+    await start_bot(projects=str(root))  # type: ignore[operator]
+    telegram.user_sends("/project")
+    listing = await reply_with(telegram, "Pick one")
+    assert buttons(listing) == [("✅ api", "project:api"), ("web", "project:web")]
+    telegram.user_sends("TOUCH_TOOL one")
+    await telegram.wait_for(lambda: (root / "api" / "mock_created.txt").exists(), within=30)
+    await reply_with(telegram, "Tool said")
+    telegram.user_presses(listing, "project:web")
+    await reply_with(telegram, "📁 Project web")
+    telegram.user_sends("TOUCH_TOOL two")
+    await telegram.wait_for(lambda: (root / "web" / "mock_created.txt").exists(), within=30)
+    await telegram.wait_for(lambda: sum("Tool said" in t for t in telegram.texts_to(USER)) == 2, within=30)
+    telegram.user_sends("/project api")
+    back = await reply_with(telegram, "📁 Project api")
+    assert "its session goes on" in back.text
+    telegram.user_sends("where were we")
+    await reply_with(telegram, "MOCK reply to: where were we")
+    history = json.dumps(asked_with(mock_api, "where were we")["messages"])
+    assert "TOUCH_TOOL one" in history and "TOUCH_TOOL two" not in history, "api's session, not web's"
+    for name in ("../outside", "escape", ".hidden", "nope"):
+        telegram.user_sends(f"/project {name}")
+        refused = await reply_with(telegram, f"There is no project {name!r}")
+        assert refused.text.endswith("/project lists the projects.")
+    telegram.user_sends("/status")
+    status = await reply_with(telegram, "Project:")
+    assert status.text.startswith("Project: api")
+    assert not (outside / "mock_created.txt").exists()
+
+
+async def test_a_project_whose_directory_vanished_is_said_and_nothing_runs(
+    start_bot: Callable[..., object], telegram: FakeTelegram, mock_api: MockAnthropic, tmp_path: Path
+) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    await start_bot(projects=f"gone={gone}")  # type: ignore[operator]
+    gone.rmdir()
+    asked = len(mock_api.requests)
+    telegram.user_sends("hello")
+    failure = await reply_with(telegram, "is gone")
+    assert failure.text.startswith(f"⚠️ The directory of project 'gone' ({gone}) is gone")
+    assert len(mock_api.requests) == asked
+    telegram.user_sends("/resume")
+    await telegram.wait_for(lambda: sum("is gone" in t for t in telegram.texts_to(USER)) == 2)
+
+
+async def test_resume_goes_on_with_a_session_begun_in_a_terminal(
+    start_bot: Callable[..., object], telegram: FakeTelegram, mock_api: MockAnthropic, tmp_path: Path,
+    claude_cli: Path,
+) -> None:  # fmt: skip
+    desk = tmp_path / "desk"
+    desk.mkdir()
+    # The user at the desk: the real CLI, run directly in the project's directory.
+    process = await asyncio.create_subprocess_exec(
+        str(claude_cli), "-p", "hello from the desk", cwd=desk, env=dict(os.environ),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert await asyncio.wait_for(process.wait(), 60) == 0
+    # A session file being written (half a line) and one that is not JSON: listed around, not failed on.
+    sessions = next((Path(os.environ["CLAUDE_CONFIG_DIR"]) / "projects").glob("*desk"))
+    (sessions / "00000000-0000-4000-8000-000000000000.jsonl").write_text('{"type":"user","message":{"ro')
+    (sessions / "11111111-1111-4111-8111-111111111111.jsonl").write_bytes(b"\x00\xff not json\n")
+    await start_bot(projects=f"desk={desk}")  # type: ignore[operator]
+    telegram.user_sends("/resume")
+    listing = await reply_with(telegram, "Pick one")
+    (label, data), *others = buttons(listing)
+    assert label.endswith("ago · hello from the desk") and not others, buttons(listing)
+    telegram.user_presses(listing, data)
+    await reply_with(telegram, "▶️ Continuing session")
+    telegram.user_sends("and now from the phone")
+    await reply_with(telegram, "MOCK reply to: and now from the phone")
+    history = json.dumps(asked_with(mock_api, "and now from the phone")["messages"])
+    assert "hello from the desk" in history, "the terminal's turn reached Claude as history"
+    telegram.user_presses(listing, "resume:22222222-2222-4222-8222-222222222222")
+    await reply_with(telegram, "That session is no longer there")
