@@ -30,7 +30,7 @@ from telegram.ext import (
 from bot.approvals import PREFIX as APPROVAL_PREFIX
 from bot.approvals import ApprovalDesk
 from bot.calls import send
-from bot.chat import ChatSession, Job, chat_of
+from bot.chat import ChatSession, Job, place_of
 from bot.limits_text import crossing_text, limit_lines
 from bot.progress import STOP_DATA
 from bot.uploads import UploadRefused, check_size, upload_path
@@ -107,7 +107,7 @@ class ClaudeBot:
         assert settings.telegram_bot_token is not None
         self.settings = settings
         self.engine = engine
-        self.chats: dict[int, ChatSession] = {}
+        self.chats: dict[tuple[int, int | None], ChatSession] = {}  # by chat and forum topic
         self._told_strangers: set[int] = set()
         root = settings.telegram_api_url.rstrip("/")
         self.application: Application = (  # type: ignore[type-arg]
@@ -218,15 +218,17 @@ class ClaudeBot:
         raise ApplicationHandlerStop
 
     async def _chat(self, update: Update) -> ChatSession:
-        chat = update.effective_chat
+        chat, message = update.effective_chat, update.effective_message
         assert chat is not None
-        session = self.chats.get(chat.id)
+        # A forum topic is a chat of its own: its own session, and every message of its turns goes to it.
+        thread = message.message_thread_id if message is not None and message.is_topic_message else None
+        session = self.chats.get((chat.id, thread))
         if session is None:
             session = ChatSession(
                 chat.id, private=chat.type == ChatType.PRIVATE, bot=self.application.bot,
-                engine=self.engine, settings=self.settings,
+                engine=self.engine, settings=self.settings, thread_id=thread,
             )  # fmt: skip
-            self.chats[chat.id] = session
+            self.chats[(chat.id, thread)] = session
             projects = self.settings.project_dirs
             if projects.configured:  # the project it chose, else the first there is
                 names = projects.names()
@@ -318,7 +320,9 @@ class ClaudeBot:
             else:
                 text = await self._continue_session(chat, data.removeprefix(RESUME_PREFIX))
             await send("answer_callback", lambda: query.answer())
-            await send("reply", lambda: self.application.bot.send_message(chat.chat_id, text))
+            await send(
+                "reply", lambda: self.application.bot.send_message(chat.chat_id, text, message_thread_id=chat.thread_id)
+            )
             return
         if data != STOP_DATA:
             await send("answer_callback", lambda: query.answer())
@@ -502,13 +506,13 @@ class ClaudeBot:
     async def _tell_limit(self, crossing: LimitCrossing) -> None:
         """A window crossed a LIMIT_WARN_AT level or is used up: the chat whose turn saw it is told, and
         TELEGRAM_NOTIFY_ID for an HTTP turn's. (A chat's turn refused by the limit says so as its failure.)"""
-        own = chat_of(crossing.key, crossing.face)
+        own = place_of(crossing.key, crossing.face)
         if own is not None and crossing.reached:
             return
-        chat = own if own is not None else self.settings.telegram_notify_id
+        chat, thread = own if own is not None else (self.settings.telegram_notify_id, None)
         if chat is not None:
             text = crossing_text(crossing, http=own is None)
-            await send("limit_notice", lambda: self.application.bot.send_message(chat, text))
+            await send("limit_notice", lambda: self.application.bot.send_message(chat, text, message_thread_id=thread))
 
     async def _alert_http_failure(self, turn: Turn, error: BaseException | None) -> None:
         notify = self.settings.telegram_notify_id

@@ -21,7 +21,7 @@ from typing import Any
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, MessageEntity, User
 
 from bot.calls import send
-from bot.chat import chat_of
+from bot.chat import place_of
 from bot.render import render
 from core import Approvals, Decision, PermissionPrompt, Settings
 
@@ -93,6 +93,7 @@ class Shown:
 
     prompt: PermissionPrompt
     chat: int
+    thread_id: int | None = None  # the forum topic the turn came from
     message_id: int = 0
     text: str = ""
     entities: tuple[MessageEntity, ...] = ()
@@ -208,21 +209,26 @@ class ApprovalDesk:
         self._shown: dict[str, Shown] = {}
         self._typing: dict[int, tuple[str, str]] = {}  # chat -> (prompt id, "other" or "reason"): the next text
 
-    def chat_for(self, prompt: PermissionPrompt) -> int | None:
-        own = chat_of(prompt.key, prompt.face)
-        return own if own is not None else self._settings.telegram_notify_id
+    def place_for(self, prompt: PermissionPrompt) -> tuple[int | None, int | None]:
+        """(chat, forum topic) a prompt is shown in: its turn's own, else the notify chat."""
+        own = place_of(prompt.key, prompt.face)
+        return own if own is not None else (self._settings.telegram_notify_id, None)
 
     async def show(self, prompt: PermissionPrompt) -> None:
-        chat = self.chat_for(prompt)
+        chat, thread = self.place_for(prompt)
         if chat is None:
             self._approvals.decide(prompt.id, Decision(False, "no approver", NO_NOTIFY_CHAT))
             return
-        shown = Shown(prompt, chat)
+        shown = Shown(prompt, chat, thread)
         shown.text, shown.entities = shown.body()
         message = await send(
             "permission_prompt",
             lambda: self._bot.send_message(
-                chat, shown.text, entities=shown.entities or None, reply_markup=shown.keyboard()
+                chat,
+                shown.text,
+                entities=shown.entities or None,
+                reply_markup=shown.keyboard(),
+                message_thread_id=thread,
             ),
         )
         if message is None:
@@ -249,6 +255,7 @@ class ApprovalDesk:
                 lambda: self._bot.send_message(
                     shown.chat, f"⏱ Nobody answered the prompt for {prompt.tool}: denied.",
                     reply_to_message_id=shown.message_id, allow_sending_without_reply=True,
+                    message_thread_id=shown.thread_id,
                 ),
             )  # fmt: skip
 
@@ -271,7 +278,10 @@ class ApprovalDesk:
             self._typing[shown.chat] = (prompt_id, "reason" if action == "r" else "other")
             what = "why (Claude will read it)" if action == "r" else "your answer"
             await send(
-                "permission_typing", lambda: self._bot.send_message(shown.chat, f"✍️ Send {what} as your next message.")
+                "permission_typing",
+                lambda: self._bot.send_message(
+                    shown.chat, f"✍️ Send {what} as your next message.", message_thread_id=shown.thread_id
+                ),
             )
             return "Type it in the chat"
         if shown.kind == "question" and ((action.startswith("o") and action[1:].isdigit()) or action == "s"):

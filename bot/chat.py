@@ -37,17 +37,19 @@ from core import (
 log = logging.getLogger("bot.chat")
 
 
-def conversation_key(chat_id: int, project: str | None = None) -> str:
-    """A chat's conversation; with PROJECTS, one per project (`tg:<chat>#<project>`)."""
-    return f"tg:{chat_id}" + (f"#{project}" if project else "")
+def conversation_key(chat_id: int, project: str | None = None, thread_id: int | None = None) -> str:
+    """A chat's conversation (`tg:<chat>`); a forum topic's (`tg:<chat>:<topic>`); with PROJECTS, one per
+    project of each (`...#<project>`)."""
+    return f"tg:{chat_id}" + (f":{thread_id}" if thread_id else "") + (f"#{project}" if project else "")
 
 
-def chat_of(key: str, face: str) -> int | None:
-    """The chat a conversation of this face lives in; None for another face's."""
+def place_of(key: str, face: str) -> tuple[int, int | None] | None:
+    """(chat, forum topic or None) a conversation of this face lives in; None for another face's."""
     if face != "telegram" or not key.startswith("tg:"):
         return None
+    chat, _, topic = key.removeprefix("tg:").split("#")[0].partition(":")
     try:
-        return int(key.removeprefix("tg:").split("#")[0].split(":")[0])
+        return int(chat), int(topic) if topic else None
     except ValueError:
         return None
 
@@ -72,10 +74,14 @@ def summary_line(progress: Progress, cost: float | None, outcome: str, fallback:
 
 
 class ChatSession:
-    def __init__(self, chat_id: int, *, private: bool, bot: Bot, engine: Engine, settings: Settings) -> None:
+    def __init__(
+        self, chat_id: int, *, private: bool, bot: Bot, engine: Engine, settings: Settings, thread_id: int | None = None
+    ) -> None:
         self.chat_id = chat_id
         self.private = private
-        self.base = conversation_key(chat_id)  # the chat's own choices (model, mode, project) are kept under it
+        self.thread_id = thread_id  # the forum topic the chat's messages go to (None: the chat itself)
+        # The chat's (or topic's) own choices (model, mode, project) are kept under it.
+        self.base = conversation_key(chat_id, thread_id=thread_id)
         self.project: str | None = None  # with PROJECTS: the one it works in (see `BotApp._chat`)
         self._bot = bot
         self._engine = engine
@@ -92,7 +98,7 @@ class ChatSession:
     @property
     def key(self) -> str:
         """The conversation the chat's next turn continues: its current project's."""
-        return conversation_key(self.chat_id, self.project)
+        return conversation_key(self.chat_id, self.project, self.thread_id)
 
     @property
     def busy(self) -> bool:
@@ -150,7 +156,7 @@ class ChatSession:
 
     async def _run(self, job: Job) -> None:
         progress = Progress(self._bot, self.chat_id, self._settings.telegram_edit_interval, self.private,
-                            reply_to=job.message_id, queued=len(self.jobs))  # fmt: skip
+                            reply_to=job.message_id, queued=len(self.jobs), thread_id=self.thread_id)  # fmt: skip
         self.progress = progress
         await progress.start()
         store = self._engine.store
@@ -179,7 +185,7 @@ class ChatSession:
                 outcome = "⚠️ Failed"
             summary = summary_line(progress, None, outcome)
             text = failure_text(error, progress)
-            await send("failure", lambda: self._bot.send_message(self.chat_id, text))
+            await send("failure", lambda: self._bot.send_message(self.chat_id, text, message_thread_id=self.thread_id))
         finally:
             self.turn = None
             self.progress = None
@@ -219,20 +225,16 @@ class ChatSession:
         return finished
 
     async def deliver(self, answer: str, reply_to: int | None = None) -> None:
-        """Send the answer as Telegram messages; plain text where entities are refused."""
+        """Send the answer as Telegram messages (to the chat's topic); plain text where entities are refused."""
+        say = functools.partial(self._bot.send_message, self.chat_id, message_thread_id=self.thread_id)
         chunks = render(answer)
         if not chunks:
-            await send(
-                "answer", lambda: self._bot.send_message(self.chat_id, "(Claude finished without a text answer.)")
-            )
+            await send("answer", lambda: say("(Claude finished without a text answer.)"))
             return
         for index, chunk in enumerate(chunks):
             reply: dict[str, Any] = (
                 {"reply_to_message_id": reply_to, "allow_sending_without_reply": True} if index == 0 else {}
             )
-            sent = await send(
-                "answer",
-                functools.partial(self._bot.send_message, self.chat_id, chunk.text, entities=chunk.entities, **reply),
-            )
+            sent = await send("answer", functools.partial(say, chunk.text, entities=chunk.entities, **reply))
             if sent is None:
-                await send("answer_plain", functools.partial(self._bot.send_message, self.chat_id, chunk.text))
+                await send("answer_plain", functools.partial(say, chunk.text))

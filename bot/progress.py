@@ -47,6 +47,7 @@ class Progress:
     interval: float
     private: bool
     reply_to: int | None = None
+    thread_id: int | None = None  # the forum topic the turn came from
     started: float = field(default_factory=time.monotonic)
     tools: list[str] = field(default_factory=list)  # each call described, in order
     tool_names: list[str] = field(default_factory=list)  # the same calls, by tool name
@@ -93,7 +94,7 @@ class Progress:
         message = await send(
             "status",
             lambda: self.bot.send_message(
-                self.chat_id, self.render(), reply_markup=stop_keyboard(),
+                self.chat_id, self.render(), reply_markup=stop_keyboard(), message_thread_id=self.thread_id,
                 reply_to_message_id=self.reply_to, allow_sending_without_reply=True,
             ),
         )  # fmt: skip
@@ -110,7 +111,7 @@ class Progress:
             if now - last_typing >= TYPING_EVERY:
                 last_typing = now
                 with contextlib.suppress(TelegramError):
-                    await self.bot.send_chat_action(self.chat_id, ChatAction.TYPING)
+                    await self.bot.send_chat_action(self.chat_id, ChatAction.TYPING, message_thread_id=self.thread_id)
             if self.private and self.drafts and self.answer and now - last_draft >= DRAFT_EVERY:
                 last_draft = now
                 await self._draft()
@@ -123,7 +124,7 @@ class Progress:
         if text == self._draft_shown:
             return
         try:
-            await self.bot.send_message_draft(self.chat_id, self._draft_id, text=text)
+            await self.bot.send_message_draft(self.chat_id, self._draft_id, text=text, message_thread_id=self.thread_id)
             self._draft_shown = text
         except TelegramError as exc:  # any failure: fall back to the preview in the status message
             log.info("draft_unavailable chat=%s error=%s", self.chat_id, exc)

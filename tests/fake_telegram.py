@@ -42,6 +42,7 @@ class SentMessage:
     text: str
     entities: list[dict[str, Any]]
     reply_markup: dict[str, Any] | None
+    thread_id: int | None = None  # the forum topic it was sent to
     edits: list[float] = field(default_factory=list)
     deleted: bool = False
 
@@ -110,12 +111,18 @@ class FakeTelegram:
             **content,
         }
 
-    def user_sends(self, text: str, user_id: int = 111, chat_id: int | None = None) -> dict[str, Any]:
+    def user_sends(
+        self, text: str, user_id: int = 111, chat_id: int | None = None, topic: int | None = None
+    ) -> dict[str, Any]:
+        """A text message; with `topic`, in that forum topic of the supergroup `chat_id`."""
         entities = []
         if text.startswith("/"):
             command = text.split()[0]
             entities = [{"type": "bot_command", "offset": 0, "length": utf16_len(command)}]
         message = self._message(user_id, chat_id or user_id, text=text, **({"entities": entities} if entities else {}))
+        if topic is not None:
+            message["chat"].update(type="supergroup", is_forum=True)
+            message.update(message_thread_id=topic, is_topic_message=True)
         return self._push({"message": message})["message"]
 
     def user_sends_sticker(self, user_id: int = 111) -> None:
@@ -147,6 +154,9 @@ class FakeTelegram:
             "message": {"message_id": message.message_id, "date": int(time.time()), "text": message.text,
                         "chat": {"id": message.chat_id, "type": "private"}, "from": BOT_USER},
         }  # fmt: skip
+        if message.thread_id is not None:
+            callback["message"]["chat"].update(type="supergroup", is_forum=True)
+            callback["message"].update(message_thread_id=message.thread_id, is_topic_message=True)
         self._push({"callback_query": callback})
 
     def user_deletes(self, message: SentMessage) -> None:
@@ -261,7 +271,8 @@ class FakeTelegram:
         if problem := self._check_text(text, entities, edit=False):
             return problem
         chat_id = int(params["chat_id"])
-        message = SentMessage(chat_id, next(self._message_ids), text, entities, params.get("reply_markup"))
+        thread = int(params["message_thread_id"]) if params.get("message_thread_id") else None
+        message = SentMessage(chat_id, next(self._message_ids), text, entities, params.get("reply_markup"), thread)
         self.messages[message.message_id] = message
         return self.ok({"message_id": message.message_id, "date": int(time.time()), "text": text,
                         "chat": {"id": chat_id, "type": "private"}, "from": BOT_USER})  # fmt: skip

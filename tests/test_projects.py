@@ -119,3 +119,42 @@ async def test_resume_goes_on_with_a_session_begun_in_a_terminal(
     assert "hello from the desk" in history, "the terminal's turn reached Claude as history"
     telegram.user_presses(listing, "resume:22222222-2222-4222-8222-222222222222")
     await reply_with(telegram, "That session is no longer there")
+
+
+GROUP = -1001234567  # a forum supergroup
+
+
+async def test_each_forum_topic_is_its_own_conversation_and_gets_every_message_of_its_turns(
+    start_bot: Callable[..., object], telegram: FakeTelegram, mock_api: MockAnthropic
+) -> None:
+    await start_bot(telegram_permission_mode="ask")  # type: ignore[operator]
+    telegram.user_sends("LONG3000 remember apples", chat_id=GROUP, topic=7)  # an answer of several messages
+    telegram.user_sends("TOUCH_TOOL and pears", chat_id=GROUP, topic=9)  # a turn that asks for approval
+
+    def in_topic(topic: int, words: str) -> list[SentMessage]:
+        return [m for m in telegram.sent_to(GROUP) if m.thread_id == topic and words in m.text]
+
+    def prompts() -> list[SentMessage]:
+        return [m for m in telegram.sent_to(GROUP) if any(label.endswith("Allow") for label, _ in buttons(m))]
+
+    try:
+        await telegram.wait_for(lambda: bool(prompts()), within=30)
+    except TimeoutError:
+        raise AssertionError([(m.thread_id, m.text[:80], buttons(m)) for m in telegram.sent_to(GROUP)]) from None
+    (prompt,) = prompts()
+    assert prompt.thread_id == 9, "the approval prompt is shown in the topic the turn came from"
+    telegram.user_presses(prompt, next(data for label, data in buttons(prompt) if label.endswith("Allow")))
+    await telegram.wait_for(lambda: bool(in_topic(9, "Tool said")), within=30)
+    await telegram.wait_for(lambda: bool(in_topic(7, "w2999")), within=30)
+    answer_parts = [m for m in telegram.sent_to(GROUP) if m.text.startswith("w") or " w1" in m.text]
+    assert len(answer_parts) >= 3 and {m.thread_id for m in answer_parts} == {7}
+    sent = telegram.calls_of("sendMessage", "sendChatAction")
+    assert sent and all(call.params.get("message_thread_id") in ("7", "9", 7, 9) for call in sent), [
+        (c.method, c.params.get("message_thread_id")) for c in sent
+    ]
+    telegram.user_sends("what fruit did I name?", chat_id=GROUP, topic=9)
+    await telegram.wait_for(lambda: bool(in_topic(9, "MOCK reply to: what fruit")), within=30)
+    history = json.dumps(asked_with(mock_api, "what fruit did I name?")["messages"])
+    assert "pears" in history and "apples" not in history, "topic 9's session, not topic 7's"
+    telegram.user_sends("/status", chat_id=GROUP, topic=7)
+    await telegram.wait_for(lambda: bool(in_topic(7, "Session:")), within=10)
