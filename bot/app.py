@@ -34,6 +34,7 @@ from bot.chat import ChatSession, Job, place_of
 from bot.limits_text import crossing_text, limit_lines
 from bot.progress import STOP_DATA
 from bot.uploads import UploadRefused, check_size, upload_path
+from bot.voice import NOT_SET_UP, TranscriptionFailed, transcribe
 from bot.workspace import PROJECT_PREFIX, RESUME_PREFIX, project_keyboard, session_keyboard, session_label
 from core import (
     ASK,
@@ -190,6 +191,7 @@ class ClaudeBot:
         app.add_handler(CommandHandler("resume", self._resume))
         app.add_handler(CallbackQueryHandler(self._button))
         app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL, self._file))
+        app.add_handler(MessageHandler(filters.VOICE | filters.AUDIO, self._voice))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self._text))
         app.add_handler(MessageHandler(filters.COMMAND, self._unknown_command))
         app.add_handler(MessageHandler(filters.ALL, self._unsupported))
@@ -295,6 +297,31 @@ class ClaudeBot:
                 await self._queue(update, [{"type": "text", "text": text}, image])
                 return
         await self._queue(update, text)
+
+    async def _voice(self, update: Update, context: Context) -> None:
+        """A voice or audio message: transcribed, shown back, and the text is the prompt."""
+        message = update.effective_message
+        if message is None:
+            return
+        if not self.settings.transcribe_url:
+            await self._reply(update, NOT_SET_UP)
+            return
+        recording: Any = message.voice or message.audio
+        name = getattr(recording, "file_name", None) or "voice.ogg"
+        mime = getattr(recording, "mime_type", None) or "audio/ogg"
+        try:
+            check_size(recording.file_size, self.settings.telegram_max_file_mb)
+            audio = bytes(await (await recording.get_file()).download_as_bytearray())
+            text = await transcribe(self.settings, audio, name, mime)
+        except (UploadRefused, TranscriptionFailed) as exc:
+            await self._reply(update, f"⚠️ I could not use that recording: {exc}. Nothing was sent to Claude.")
+            return
+        except TelegramError as exc:
+            await self._reply(update, f"⚠️ I could not download that recording: {exc.message}")
+            return
+        await self._reply(update, f"🎙 I heard: “{text}”")
+        caption = (message.caption or "").strip()
+        await self._queue(update, f"{caption}\n\n{text}" if caption else text)
 
     async def _stop(self, update: Update, context: Context) -> None:
         state, dropped = (await self._chat(update)).stop()
@@ -496,7 +523,7 @@ class ClaudeBot:
         await self._reply(update, "Unknown command. /help lists what I understand.")
 
     async def _unsupported(self, update: Update, context: Context) -> None:
-        await self._reply(update, "I can read text, photos and documents.")
+        await self._reply(update, "I can read text, photos, documents and voice messages.")
 
     async def _error(self, update: object, context: Context) -> None:
         log.error("telegram_handler_error update=%s", type(update).__name__, exc_info=context.error)

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     telegram_api_url: str = "https://api.telegram.org"
     telegram_edit_interval: float = Field(default=2.5, ge=0.5)
     telegram_max_file_mb: float = Field(default=20.0, gt=0)
+    transcribe_url: str = ""  # an OpenAI-compatible transcription server, for voice messages (bot.voice)
+    transcribe_model: str = "whisper-1"
+    transcribe_api_key: SecretStr | None = None
     projects: str = ""  # name=path pairs, or one root whose subdirectories are the projects (core.projects)
 
     activity_timeout: float = Field(default=600.0, gt=0)
@@ -179,7 +182,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name!r} is not a Claude model (opus, sonnet, haiku, or a model id)") from None
         return value.strip()
 
-    @field_validator("telegram_bot_token", "telegram_notify_id", "claude_max_turns", "claude_workdir", mode="before")
+    @field_validator("transcribe_url")
+    @classmethod
+    def _transcribe_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"a transcription server looks like http://127.0.0.1:8000/v1, got {value!r}")
+        return value
+
+    @field_validator(
+        "telegram_bot_token",
+        "telegram_notify_id",
+        "claude_max_turns",
+        "claude_workdir",
+        "transcribe_api_key",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -137,6 +137,14 @@ class FakeTelegram:
         extra = {"caption": caption} if caption else {}
         self._push({"message": self._message(user_id, user_id, document=document, **extra)})
 
+    def user_sends_voice(self, data: bytes, size: int | None = None, user_id: int = 111) -> None:
+        """A voice message; `size` is what Telegram says of it (its real size unless given)."""
+        file_id = f"voice{len(self.files)}"
+        self.files[file_id] = (f"voice/{file_id}.oga", data)
+        voice = {"file_id": file_id, "file_unique_id": f"u-{file_id}", "duration": 2, "mime_type": "audio/ogg",
+                 "file_size": len(data) if size is None else size}  # fmt: skip
+        self._push({"message": self._message(user_id, user_id, voice=voice)})
+
     def user_sends_photo(self, data: bytes, caption: str = "", user_id: int = 111) -> None:
         file_id = f"photo{len(self.files)}"
         self.files[file_id] = (f"photos/{file_id}.jpg", data)

@@ -124,7 +124,7 @@ async def test_sticker_and_unknown_command(bot: Daemon, telegram: FakeTelegram, 
     telegram.user_sends("/frobnicate")
     await telegram.wait_for(lambda: len(telegram.texts_to(USER)) == 2)
     assert sorted(telegram.texts_to(USER)) == sorted(
-        ["I can read text, photos and documents.", "Unknown command. /help lists what I understand."]
+        ["I can read text, photos, documents and voice messages.", "Unknown command. /help lists what I understand."]
     )
     assert mock_api.requests == []
 
