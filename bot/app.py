@@ -393,8 +393,7 @@ class ClaudeBot:
             path = self.settings.project_dirs.path(name)
         except ProjectError as exc:
             return f"⚠️ {exc.message}. /project lists the projects."
-        if chat.busy:
-            return "A turn is running: the project changes once it ended (/stop ends it now). Send /project again then."
+        running = chat.project if chat.busy else None  # (the running turn ends in its own project)
         await self.engine.store.set_project(chat.base, name)
         chat.project = name
         record = await self.engine.store.get(chat.key)
@@ -402,7 +401,8 @@ class ClaudeBot:
             f"its session goes on ({record.turns} turns here)" if record else "your next message starts its session"
         )
         log.info("telegram_project chat=%s project=%s", chat.chat_id, name)
-        return f"📁 Project {name} ({path}): {goes_on}."
+        still = f" The running turn finishes in {running}." if running and running != name else ""
+        return f"📁 Project {name} ({path}): {goes_on}.{still}"
 
     async def _resume(self, update: Update, context: Context) -> None:
         chat = await self._chat(update)

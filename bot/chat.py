@@ -14,6 +14,7 @@ from telegram import Bot
 
 from bot.calls import send
 from bot.errors import failure_text
+from bot.files_back import NOTE, SEND_FILE, SERVER, send_file
 from bot.progress import Progress
 from bot.render import render
 from core import (
@@ -23,6 +24,7 @@ from core import (
     ApprovalWaiting,
     CancelReason,
     ClaudeMaxError,
+    ClientToolsPending,
     Engine,
     Finished,
     Prompt,
@@ -60,6 +62,12 @@ class Job:
     message_id: int | None
 
 
+def with_note(prompt: Prompt) -> Prompt:
+    """A new session's first prompt, after a word (a block of its own) on what the chat can do: files back."""
+    note = {"type": "text", "text": NOTE}
+    return [note, {"type": "text", "text": prompt}] if isinstance(prompt, str) else [note, *prompt]
+
+
 def summary_line(progress: Progress, cost: float | None, outcome: str, fallback: str = "") -> str:
     counts = collections.Counter(progress.tool_names)
     tools = ", ".join(f"{name}×{n}" if n > 1 else name for name, n in counts.most_common())
@@ -89,6 +97,7 @@ class ChatSession:
         self.jobs: deque[Job] = deque()
         self.current: Job | None = None
         self.turn: Turn | None = None
+        self._workdir = settings.workdir  # the running turn's project directory: files are sent only from it
         self.progress: Progress | None = None
         self._stop_reason: CancelReason | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -164,11 +173,13 @@ class ChatSession:
         mode = await store.permission_mode(self.base) or self._settings.telegram_permission_mode
         summary = "⚠️ Failed"
         try:
-            workdir = str(self._settings.project_dirs.path(self.project)) if self.project else ""
+            workdir = self._settings.project_dirs.path(self.project) if self.project else self._settings.workdir
+            self._workdir = workdir
             request = TurnRequest(
-                prompt_for=lambda _: job.prompt, key=self.key, model=model, face="telegram", patient=True,
-                on_queued=lambda: setattr(progress, "waiting_for_slot", True), permission_mode=mode,
-                workdir=workdir,
+                prompt_for=lambda resumed: job.prompt if resumed else with_note(job.prompt), key=self.key,
+                model=model, face="telegram", patient=True, permission_mode=mode, workdir=str(workdir),
+                on_queued=lambda: setattr(progress, "waiting_for_slot", True),
+                tools=(SEND_FILE,), tools_server=SERVER,
             )  # fmt: skip
             finished = await self._run_turn(request, progress)
             await self.deliver(finished.text, reply_to=job.message_id)
@@ -219,6 +230,13 @@ class ChatSession:
                     progress.approval = event.description
                 elif isinstance(event, ApprovalDone):
                     progress.approval = ""
+                elif isinstance(event, ClientToolsPending):  # Claude called send_file: the bot is that client
+                    results = {}
+                    for call in event.calls:
+                        results[call.call_id] = await send_file(
+                            self._bot, self.chat_id, self.thread_id, self._workdir, call.arguments
+                        )
+                    await turn.continue_with(results, head_after=None)
                 elif isinstance(event, Finished):
                     finished = event
         assert finished is not None, "a turn that ends without an error has finished"

@@ -81,6 +81,7 @@ class ToolSession:
 
     tools: tuple[ClientTool, ...]
     result_timeout: float
+    server: str = MCP_SERVER  # the name the CLI knows the tools' server by: its tools are mcp__<server>__<name>
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     expected: list[ExpectedCall] = field(default_factory=list)
@@ -91,7 +92,8 @@ class ToolSession:
         return next((t for t in self.tools if t.mcp_name == mcp_name), None)
 
     def by_cli_name(self, cli_name: str) -> ClientTool | None:
-        return self.by_mcp_name(cli_name.removeprefix(CLI_PREFIX)) if cli_name.startswith(CLI_PREFIX) else None
+        prefix = f"mcp__{self.server}__"
+        return self.by_mcp_name(cli_name.removeprefix(prefix)) if cli_name.startswith(prefix) else None
 
     async def expect(self, call_id: str, tool: ClientTool, arguments: dict[str, Any]) -> None:
         future = asyncio.get_running_loop().create_future()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.client_tools import ClientTool, ToolSession, tools_digest
+from core.client_tools import MCP_SERVER, ClientTool, ToolSession, tools_digest
 from core.config import ASK, Settings
 from core.errors import CLIUnavailable
 from core.hygiene import PROCESS_VARIABLE, death_signal_prefix
@@ -39,6 +39,7 @@ class LaunchOptions:
     schema: str = ""  # a JSON Schema (as JSON text) the answer must be an instance of: `--json-schema`
     effort: str = ""  # the CLI's `--effort`
     workdir: str = ""  # where a new session starts (a Telegram project); empty: CLAUDE_WORKDIR
+    tools_server: str = MCP_SERVER  # the MCP server the tools are offered under (the bot's are `telegram`)
 
 
 NO_OPTIONS = LaunchOptions()
@@ -116,7 +117,7 @@ class Launcher:
         s = self.settings
         o = options
         return (model, str(workdir), s.claude_bin, self.mode(o.mode), s.claude_max_turns, o.schema, o.effort,
-                tools_digest(o.tools))  # fmt: skip
+                tools_digest(o.tools), o.tools_server)  # fmt: skip
 
     async def start(self, model: str, resume: Conversation | None, options: LaunchOptions = NO_OPTIONS) -> CLIProcess:
         """A new process, started (`CLIUnavailable` when the CLI cannot be found)."""
@@ -132,8 +133,10 @@ class Launcher:
         session, tools = None, options.tools
         if tools:
             bridge = await self._mcp_bridge()
-            session = ToolSession(tools, result_timeout=self.settings.tool_result_timeout)
+            session = ToolSession(tools, self.settings.tool_result_timeout, server=options.tools_server)
             argv += ["--mcp-config", str(bridge.open(session))]
+            if options.tools_server != MCP_SERVER:  # the daemon's own tools (the bot's send_file) need no approval
+                argv += ["--allowedTools", f"mcp__{options.tools_server}"]
             env["ENABLE_TOOL_SEARCH"] = "false"  # the tools' schemas in the request, not behind ToolSearch
             env["MCP_TOOL_TIMEOUT"] = str(int((self.settings.tool_result_timeout + 60) * 1000))
         spawn = Spawn(argv=[*death_signal_prefix(), binary, *argv[1:]], cwd=self.workdir(resume, options), env=env)

@@ -84,7 +84,7 @@ class McpBridge:
         path = self._config_dir / f"{session.token}.json"
         config = {
             "mcpServers": {
-                MCP_SERVER: {
+                session.server: {
                     "type": "http",
                     "url": f"http://127.0.0.1:{self.port}/mcp/{session.token}",
                     "headers": {"Authorization": f"Bearer {session.secret}"},

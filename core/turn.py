@@ -28,7 +28,7 @@ from typing import Any
 from core.answer import AnswerBuilder
 from core.approvals import Approvals, Decision, PermissionPrompt, changes_mode, control_error, permission_answer
 from core.capacity import ConversationLocks, Slots
-from core.client_tools import ClientTool
+from core.client_tools import MCP_SERVER, ClientTool
 from core.config import Settings
 from core.describe import describe_tool
 from core.errors import (
@@ -114,6 +114,7 @@ class TurnRequest:
     output_schema: str = ""  # a JSON Schema (JSON text): the answer is an instance of it, as JSON text
     effort: str = ""  # the CLI's --effort (low, medium, high, xhigh, max); empty: the CLI's default
     workdir: str = ""  # where a new session of the conversation starts (a project); empty: CLAUDE_WORKDIR
+    tools_server: str = MCP_SERVER  # the MCP server `tools` are offered under: mcp__<server>__<name>
     # Wait for a CLI slot as long as it takes (in arrival order with every other turn) instead of QUEUE_WAIT:
     # for a face that keeps its user waiting anyway (a chat), not for an HTTP client that can retry.
     patient: bool = False
@@ -195,7 +196,12 @@ class Turn:
         # A structured turn's answer is the JSON the CLI hands over at its end; its prose is nobody's answer.
         self.answer = AnswerBuilder(quiet=bool(request.output_schema))
         self.options = LaunchOptions(
-            request.tools, request.permission_mode, request.output_schema, request.effort, request.workdir
+            request.tools,
+            request.permission_mode,
+            request.output_schema,
+            request.effort,
+            request.workdir,
+            request.tools_server,
         )
         self.started = time.monotonic()
         self.finished: float | None = None

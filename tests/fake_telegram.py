@@ -48,6 +48,16 @@ class SentMessage:
 
 
 @dataclass
+class Upload:
+    kind: str  # photo, document
+    chat_id: int
+    filename: str
+    data: bytes
+    caption: str
+    thread_id: int | None
+
+
+@dataclass
 class Fault:
     status: int
     description: str
@@ -59,6 +69,7 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.messages: dict[int, SentMessage] = {}
         self.files: dict[str, tuple[str, bytes]] = {}
+        self.uploads: list[Upload] = []  # files the bot sent
         self.faults: dict[str, list[Fault]] = {}
         self.drafts_supported = True
         self.polled_elsewhere = False  # another bot instance holds getUpdates: 409
@@ -318,6 +329,23 @@ class FakeTelegram:
         if not int(params.get("draft_id", 0)):
             return self.error(400, "Bad Request: draft_id must be non-zero")
         return self.ok(True)
+
+    async def _upload(self, params: dict[str, Any], field_name: str) -> web.Response:
+        """sendPhoto, sendDocument: the file as the bot uploaded it, kept in `uploads`."""
+        upload = params.get(field_name)
+        if not isinstance(upload, web.FileField):
+            return self.error(400, f"Bad Request: there is no {field_name} in the request")
+        thread = int(params["message_thread_id"]) if params.get("message_thread_id") else None
+        self.uploads.append(Upload(field_name, int(params["chat_id"]), upload.filename, upload.file.read(),
+                                   str(params.get("caption") or ""), thread))  # fmt: skip
+        return self.ok({"message_id": next(self._message_ids), "date": int(time.time()),
+                        "chat": {"id": int(params["chat_id"]), "type": "private"}, "from": BOT_USER})  # fmt: skip
+
+    async def _m_sendPhoto(self, params: dict[str, Any]) -> web.Response:
+        return await self._upload(params, "photo")
+
+    async def _m_sendDocument(self, params: dict[str, Any]) -> web.Response:
+        return await self._upload(params, "document")
 
     async def _m_getFile(self, params: dict[str, Any]) -> web.Response:
         file_id = str(params.get("file_id"))

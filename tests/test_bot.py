@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.files_back import NOTE as FILES_NOTE
 from claude_max.daemon import BOT
 from tests.conftest import Daemon, empty_env, processes_marked, running_commands, wait_no_processes
 from tests.fake_telegram import TOKEN, FakeTelegram, Fault, SentMessage
@@ -218,7 +219,8 @@ async def test_new_starts_a_fresh_session(bot: Daemon, telegram: FakeTelegram, m
     await wait_answer(telegram, "Fresh session")
     telegram.user_sends("new topic")
     await wait_answer(telegram, "MOCK reply to: new topic")
-    assert [t for r, t in mock_api.dialogue() if r == "user"] == ["new topic"]
+    # Nothing of before: a new session's first message, with the line on files back the bot puts before it.
+    assert [t for r, t in mock_api.dialogue() if r == "user"] == [f"{FILES_NOTE}\nnew topic"]
 
 
 async def test_model_and_status(bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic) -> None:

@@ -158,3 +158,41 @@ async def test_each_forum_topic_is_its_own_conversation_and_gets_every_message_o
     assert "pears" in history and "apples" not in history, "topic 9's session, not topic 7's"
     telegram.user_sends("/status", chat_id=GROUP, topic=7)
     await telegram.wait_for(lambda: bool(in_topic(7, "Session:")), within=10)
+
+
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
+
+
+async def test_claude_sends_files_of_the_project_back_and_nothing_else(
+    start_bot: Callable[..., object], telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    project, outside = tmp_path / "web", tmp_path / "secret.txt"
+    project.mkdir()
+    outside.write_text("not yours")
+    (project / "chart.png").write_bytes(PNG)
+    (project / "notes.txt").write_text("the notes")
+    with (project / "huge.bin").open("wb") as huge:  # 60 MB, sparse
+        huge.truncate(60 * 1024 * 1024)
+    await start_bot(projects=f"web={project}", telegram_permission_mode="ask")  # type: ignore[operator]
+    calls = {
+        'CALL_CLIENT send_file {"path": "chart.png", "caption": "the chart"}': "Sent chart.png to the chat as a photo",
+        'CALL_CLIENT send_file {"path": "notes.txt"}': "Sent notes.txt to the chat as a document",
+        'CALL_CLIENT send_file {"path": "../secret.txt"}': "is outside the project directory",
+        f'CALL_CLIENT send_file {{"path": "{outside}"}}': "is outside the project directory",
+        'CALL_CLIENT send_file {"path": "missing.txt"}': "there is no file missing.txt in the project",
+        'CALL_CLIENT send_file {"path": "huge.bin"}': "huge.bin is 60.0 MB; Telegram takes at most 50 MB",
+    }
+    for index, (text, result) in enumerate(calls.items(), start=1):
+        telegram.user_sends(text)
+        await telegram.wait_for(lambda n=index: sum("Tool said" in t for t in telegram.texts_to(USER)) == n, within=30)
+        assert result in [t for t in telegram.texts_to(USER) if "Tool said" in t][-1]
+    assert [(u.kind, u.filename, u.caption) for u in telegram.uploads] == [
+        ("photo", "chart.png", "the chart"), ("document", "notes.txt", ""),
+    ]  # fmt: skip
+    assert telegram.uploads[0].data == PNG and telegram.uploads[1].data == b"the notes"
+    assert not any("Allow" in json.dumps(m.reply_markup) for m in telegram.sent_to(USER) if m.reply_markup), (
+        "the daemon's own tool is not asked about"
+    )

@@ -82,3 +82,28 @@ def test_a_huge_session_file_is_read_only_at_its_start(tmp_path: Path) -> None:
     assert first_prompt(path) == ""
     path.write_text(line("user", "near") + "\n" + line("attachment", "x" * (8 * READ_BYTES)))
     assert first_prompt(path) == "near"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error"),
+    [
+        ("not json", "not JSON"),
+        ('{"caption": "no path"}', "give `path`"),
+        ('{"path": 5}', "give `path`"),
+        ('{"path": "a.txt", "caption": ["x"]}', "give `path`"),
+        ('{"path": "../outside.txt"}', "outside the project directory"),
+        ('{"path": "link.txt"}', "outside the project directory"),
+        ('{"path": "sub"}', "there is no file sub"),
+    ],
+)
+def test_send_file_takes_only_files_of_the_project(tmp_path: Path, arguments: str, error: str) -> None:
+    from bot.files_back import target
+
+    project = tmp_path / "p"
+    (project / "sub").mkdir(parents=True)
+    (project / "a.txt").write_text("a")
+    (tmp_path / "outside.txt").write_text("x")
+    (project / "link.txt").symlink_to(tmp_path / "outside.txt")
+    with pytest.raises(ValueError, match=error):
+        target(project, arguments)
+    assert target(project, '{"path": "a.txt", "caption": "' + "c" * 2000 + '"}') == (project / "a.txt", "c" * 1024)
