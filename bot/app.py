@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from telegram import BotCommand, Update
+from telegram import BotCommand, Message, Update
 from telegram.constants import ChatType
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import (
@@ -99,6 +99,24 @@ _MODE_WORDS = {
 
 def describe_mode(mode: str) -> str:
     return _MODE_WORDS.get(mode, mode)
+
+
+QUOTED_CHARS = 1000  # of a message replied to, passed along with the reply
+
+
+def with_quote(message: Message, text: str) -> str:
+    """The text, after what it replies to (the part quoted, or the whole message): Claude reads the context
+    the user pointed at, as the user sees it."""
+    replied = message.reply_to_message
+    quoted = (message.quote.text if message.quote else "") or (replied and (replied.text or replied.caption)) or ""
+    if not quoted.strip():
+        return text
+    if len(quoted) > QUOTED_CHARS:
+        quoted = quoted[: QUOTED_CHARS - 1] + "…"
+    whose = (
+        "your earlier answer" if replied and replied.from_user and replied.from_user.is_bot else "an earlier message"
+    )
+    return f"[Replying to {whose}: “{quoted}”]\n\n{text}"
 
 
 class ClaudeBot:
@@ -261,7 +279,7 @@ class ClaudeBot:
         if chat is not None and await self.desk.typed(chat.id, message.text or "", update.effective_user):
             await self._reply(update, "✍️ Got it: that goes to Claude with the prompt.")
             return
-        await self._queue(update, message.text or "")
+        await self._queue(update, with_quote(message, message.text or ""))
 
     async def _file(self, update: Update, context: Context) -> None:
         message = update.effective_message
@@ -442,13 +460,15 @@ class ClaudeBot:
 
     async def _new(self, update: Update, context: Context) -> None:
         chat = await self._chat(update)
-        state, _ = chat.stop()
+        state, dropped = chat.stop()
         forgot = await self.engine.forget(chat.key)
         text = "🆕 Fresh session: Claude no longer sees this chat's earlier messages."
         if state != "idle":
             text = "⏹ Stopped the running turn. " + text
         elif not forgot:
             text = "🆕 This chat has no session yet; your next message starts one."
+        if dropped:  # (they were meant for the old session)
+            text += f" Dropped {dropped} queued message{'s' if dropped > 1 else ''}."
         await self._reply(update, text)
 
     async def _model(self, update: Update, context: Context) -> None:

@@ -62,6 +62,9 @@ class Job:
     message_id: int | None
 
 
+STOPPED_MARK = "_⏹ Stopped here. The conversation is kept: send a message to go on._"
+
+
 def with_note(prompt: Prompt) -> Prompt:
     """A new session's first prompt, after a word (a block of its own) on what the chat can do: files back."""
     note = {"type": "text", "text": NOTE}
@@ -195,8 +198,15 @@ class ChatSession:
             else:
                 outcome = "⚠️ Failed"
             summary = summary_line(progress, None, outcome)
-            text = failure_text(error, progress)
-            await send("failure", lambda: self._bot.send_message(self.chat_id, text, message_thread_id=self.thread_id))
+            if isinstance(error, TurnCancelled) and error.reason is CancelReason.STOPPED:
+                # Stopped by the user, who was told so: what Claude had written stays, marked where it stopped.
+                if progress.answer.strip():
+                    await self.deliver(f"{progress.answer}\n\n{STOPPED_MARK}", reply_to=job.message_id)
+            else:
+                text = failure_text(error, progress)
+                await send(
+                    "failure", lambda: self._bot.send_message(self.chat_id, text, message_thread_id=self.thread_id)
+                )
         finally:
             self.turn = None
             self.progress = None

@@ -24,10 +24,14 @@ from core import (
 def failure_text(error: ClaudeMaxError, progress: Progress) -> str:
     """What the chat is told when a turn fails."""
     if isinstance(error, ActivityTimeout):
-        last = progress.tools[-1] if progress.tools else error.last_activity
+        waited = format_duration(error.idle_seconds)
+        if not progress.tools and not progress.answer and error.last_activity in ("started", "started the session"):
+            what = f"the Anthropic API did not answer for {waited} (Claude Code had started the session and waited)"
+        else:
+            last = progress.tools[-1] if progress.tools else error.last_activity
+            what = f"Claude Code printed nothing for {waited} (last: {last})"
         return (
-            f"⏱ Stopped: Claude Code printed nothing for {format_duration(error.idle_seconds)} "
-            f"(last: {last}), {format_duration(progress.elapsed)} into the turn. "
+            f"⏱ Stopped: {what}, {format_duration(progress.elapsed)} into the turn. "
             "The conversation is kept: send a message to go on."
         )
     if isinstance(error, ShuttingDown) or (isinstance(error, TurnCancelled) and error.reason is CancelReason.SHUTDOWN):

@@ -30,6 +30,10 @@ def describe_tool(name: str, tool_input: dict[str, Any], limit: int = 80) -> str
         if isinstance(value, str) and value.strip():
             detail = value
             break
+    where = tool_input.get("path")
+    if name in ("Grep", "Glob") and isinstance(tool_input.get("pattern"), str):
+        # What is searched for says what Claude is doing; where, only after it.
+        detail = str(tool_input["pattern"]) + (f" in {where}" if isinstance(where, str) and where.strip() else "")
     detail = _SECRETS.sub(lambda m: (m.group(1) or "") + "***", " ".join(detail.split()))
     if len(detail) > limit:
         detail = detail[: limit - 1] + "…"

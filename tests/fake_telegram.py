@@ -123,14 +123,25 @@ class FakeTelegram:
         }
 
     def user_sends(
-        self, text: str, user_id: int = 111, chat_id: int | None = None, topic: int | None = None
+        self,
+        text: str,
+        user_id: int = 111,
+        chat_id: int | None = None,
+        topic: int | None = None,
+        replying_to: SentMessage | None = None,
     ) -> dict[str, Any]:
-        """A text message; with `topic`, in that forum topic of the supergroup `chat_id`."""
+        """A text message; with `topic`, in that forum topic of the supergroup `chat_id`; `replying_to` one of
+        the bot's messages."""
         entities = []
         if text.startswith("/"):
             command = text.split()[0]
             entities = [{"type": "bot_command", "offset": 0, "length": utf16_len(command)}]
         message = self._message(user_id, chat_id or user_id, text=text, **({"entities": entities} if entities else {}))
+        if replying_to is not None:
+            message["reply_to_message"] = {
+                "message_id": replying_to.message_id, "date": int(time.time()), "text": replying_to.text,
+                "chat": message["chat"], "from": BOT_USER,
+            }  # fmt: skip
         if topic is not None:
             message["chat"].update(type="supergroup", is_forum=True)
             message.update(message_thread_id=topic, is_topic_message=True)

@@ -186,7 +186,8 @@ async def test_stop_kills_the_turn_and_the_session_stays_usable(
     started = asyncio.get_running_loop().time()
     telegram.user_sends("/stop")
     telegram.user_sends("/stop")
-    await wait_answer(telegram, "⏹ Stopped. The conversation is kept")
+    # What Claude had written stays, marked where it stopped; the stop itself is said once (and in the summary).
+    await wait_answer(telegram, "I will run a command.\n\n⏹ Stopped here. The conversation is kept")
     await telegram.wait_for(lambda: not running_commands(bot.mark, b"time.sleep"), within=5)
     assert asyncio.get_running_loop().time() - started < 6, "the tool's command was gone within seconds"
     assert await bot.wait_no_strays(within=5) == []
@@ -194,6 +195,9 @@ async def test_stop_kills_the_turn_and_the_session_stays_usable(
     assert "⏹ Stopping." in answers(telegram)
     await wait_idle(bot, telegram)
     assert status_messages(telegram)[-1].text.startswith("⏹ Stopped")
+    # "Stopping", "Already stopping" and the mark on the kept text: nothing else announces the stop.
+    stop_words = [text for text in answers(telegram) if "stopp" in text.lower()]
+    assert len(stop_words) == 3, stop_words
     telegram.user_sends("what did I ask you to remember?")
     await wait_answer(telegram, "MOCK reply to: what did I ask you to remember?")
     assert any(text.endswith("remember PELICAN") for role, text in mock_api.dialogue() if role == "user")
@@ -203,7 +207,7 @@ async def test_stop_button(bot: Daemon, telegram: FakeTelegram) -> None:
     telegram.user_sends("SLEEP_TOOL again")
     await telegram.wait_for(lambda: any("💻 Bash" in m.text for m in status_messages(telegram)), within=20)
     telegram.user_presses(status_messages(telegram)[-1], "stop")
-    await wait_answer(telegram, "⏹ Stopped.")
+    await wait_answer(telegram, "⏹ Stopped here.")
     answered = telegram.calls_of("answerCallbackQuery")
     assert answered and answered[0].params.get("text") == "Stopping…"
     await telegram.wait_for(lambda: not running_commands(bot.mark, b"time.sleep"), within=5)
@@ -286,10 +290,10 @@ async def test_telegram_errors_never_break_a_turn(bot: Daemon, telegram: FakeTel
 
 async def test_cli_hanging_alerts_the_chat(start_bot: Callable[..., object], telegram: FakeTelegram) -> None:
     daemon: Daemon = await start_bot(activity_timeout=2)  # type: ignore[assignment]
-    telegram.user_sends("HANG")
-    await wait_answer(telegram, "printed nothing for 2s")
-    alert = next(t for t in answers(telegram) if "printed nothing" in t)
-    assert "The conversation is kept" in alert
+    telegram.user_sends("HANG")  # the API never answers: said so, not "last: started the session"
+    await wait_answer(telegram, "the Anthropic API did not answer for 2s")
+    alert = next(t for t in answers(telegram) if "did not answer" in t)
+    assert "(Claude Code had started the session and waited)" in alert and "The conversation is kept" in alert
     await wait_idle(daemon, telegram)
     assert status_messages(telegram)[-1].text.startswith("⏱ Timed out")
     assert await daemon.wait_no_strays() == []
@@ -518,7 +522,8 @@ async def test_a_telegram_turn_waits_for_a_slot_in_the_engines_queue(
     telegram.user_sends("never run")
     await telegram.wait_for(lambda: daemon.engine.waiting == 1, within=5)
     telegram.user_sends("/stop")
-    await wait_answer(telegram, "⏹ Stopped")
+    await wait_answer(telegram, "⏹ Stopping.")
+    await telegram.wait_for(lambda: status_messages(telegram)[-1].text.startswith("⏹ Stopped"), within=20)
     assert daemon.engine.waiting == 0
     await busy
     assert "never run" not in [newest_user_text(r) for r in mock_api.requests]

@@ -120,7 +120,7 @@ async def test_always_allow_stops_the_cli_asking_for_the_same_command(
 async def test_stop_while_a_prompt_waits_withdraws_it(start_bot: Callable[..., object], telegram: FakeTelegram) -> None:
     daemon, prompt = await asked_to_touch(start_bot, telegram)
     telegram.user_sends("/stop")
-    await telegram.wait_for(lambda: any(t.startswith("⏹ Stopped.") for t in telegram.texts_to(USER)), within=20)
+    await telegram.wait_for(lambda: any("⏹ Stopped here." in t for t in telegram.texts_to(USER)), within=20)
     await telegram.wait_for(lambda: "⏹ Withdrawn" in prompt.text, within=10)
     assert prompt.reply_markup is None and not created(daemon).exists()
     telegram.user_presses(prompt, "perm:" + button_id(prompt.text, telegram) + ":a")

@@ -196,3 +196,29 @@ async def test_claude_sends_files_of_the_project_back_and_nothing_else(
     assert not any("Allow" in json.dumps(m.reply_markup) for m in telegram.sent_to(USER) if m.reply_markup), (
         "the daemon's own tool is not asked about"
     )
+
+
+async def test_a_reply_to_an_answer_brings_that_answer_along(
+    start_bot: Callable[..., object], telegram: FakeTelegram, mock_api: MockAnthropic
+) -> None:
+    await start_bot()  # type: ignore[operator]
+    telegram.user_sends("name a colour")
+    answer = await reply_with(telegram, "MOCK reply to: name a colour")
+    telegram.user_sends("why that one?", replying_to=answer)
+    await reply_with(telegram, "why that one?")
+    sent = json.dumps(asked_with(mock_api, "why that one?")["messages"][-1], ensure_ascii=False)
+    assert "[Replying to your earlier answer: “MOCK reply to: name a colour”]" in sent
+
+
+async def test_new_says_what_queued_messages_it_dropped(
+    start_bot: Callable[..., object], telegram: FakeTelegram
+) -> None:
+    await start_bot()  # type: ignore[operator]
+    telegram.user_sends("SLEEP_TOOL busy")
+    await reply_with(telegram, "Bash")
+    telegram.user_sends("queued one")
+    telegram.user_sends("queued two")
+    await reply_with(telegram, "Queued")
+    telegram.user_sends("/new")
+    fresh = await reply_with(telegram, "Fresh session")
+    assert fresh.text.endswith("Dropped 2 queued messages."), fresh.text

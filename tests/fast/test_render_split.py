@@ -25,3 +25,24 @@ def test_bold_across_the_split_stays_bold_in_both_pieces() -> None:
     for chunk in chunks:
         assert [(e.type, e.offset) for e in chunk.entities] == [("bold", 0)]
         assert chunk.entities[0].length == len(chunk.text)
+
+
+def test_grep_progress_shows_what_is_searched_for() -> None:
+    from core.describe import describe_tool
+
+    assert describe_tool("Grep", {"pattern": "TODO", "path": "src/app"}) == "🔎 Grep: TODO in src/app"
+    assert describe_tool("Grep", {"pattern": "def main"}).endswith("Grep: def main")
+    assert describe_tool("Read", {"file_path": "/x/y.py"}).endswith("Read: /x/y.py")
+
+
+def test_a_timeout_before_the_api_answered_says_so() -> None:
+    from bot.errors import failure_text
+    from bot.progress import Progress
+    from core import ActivityTimeout
+
+    progress = Progress(None, 1, 1.0, True)  # type: ignore[arg-type]
+    silent = ActivityTimeout("idle", idle_seconds=600, last_activity="started the session")
+    assert "the Anthropic API did not answer for 10m 00s" in failure_text(silent, progress)
+    progress.tools.append("💻 Bash: make test")
+    after_a_tool = failure_text(ActivityTimeout("idle", idle_seconds=600, last_activity="tool result"), progress)
+    assert "Claude Code printed nothing for 10m 00s (last: 💻 Bash: make test)" in after_a_tool
