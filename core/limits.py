@@ -43,8 +43,9 @@ class FallbackRule:
 class WindowState:
     window: LimitWindow
     observed_at: float  # epoch seconds
-    warned: float = 0.0  # the highest level told of in this reset period (a LIMIT_WARN_AT share, or REACHED)
-    warned_until: float | None = None  # when that period ends: the window's reset when it was told
+    # The highest level told of in this reset period (a LIMIT_WARN_AT share, or REACHED). The period ends at
+    # the window's latest reset, or, when that is unknown, once its use falls below every level.
+    warned: float = 0.0
 
     def current(self, now: float) -> LimitWindow:
         """The window as it stands at `now`: once its reset passed, nothing is used of it."""
@@ -106,7 +107,8 @@ class SubscriptionLimits:
     def _warned(self, name: str, now: float) -> float:
         """The level already told of for a window in its current reset period."""
         state = self.windows.get(name)
-        if state is None or (state.warned_until is not None and state.warned_until <= now):
+        resets = state.window.resets_at if state is not None else None
+        if state is None or (resets is not None and resets <= now):
             return 0.0
         return state.warned
 
@@ -117,8 +119,7 @@ class SubscriptionLimits:
             warned = 0.0  # below every level again: a new period, whatever its reset said
         crossed = [share for share in self.warn_at if used is not None and used >= share]
         warned = max(warned, REACHED if window.status == "rejected" else max(crossed, default=0.0))
-        # The period told of ends at the window's latest reset (or, when that is unknown, once its use falls).
-        return WindowState(window, now, warned, window.resets_at if warned else None)
+        return WindowState(window, now, warned)
 
     def load(self, states: list[WindowState]) -> None:
         self.windows = {state.window.name: state for state in states}

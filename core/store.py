@@ -171,7 +171,6 @@ async def _m6_subscription_limits(db: aiosqlite.Connection) -> None:
 async def _m7_limit_warnings(db: aiosqlite.Connection) -> None:
     # The warning level already told of in a window's reset period: a restart does not tell it again.
     await db.execute("ALTER TABLE subscription_limits ADD COLUMN warned REAL NOT NULL DEFAULT 0")
-    await db.execute("ALTER TABLE subscription_limits ADD COLUMN warned_until REAL")
 
 
 async def _m8_chat_projects(db: aiosqlite.Connection) -> None:
@@ -468,22 +467,19 @@ class SessionStore:
     async def keep_limits(self, states: list[WindowState]) -> None:
         await self.db.executemany(
             "INSERT OR REPLACE INTO subscription_limits"
-            " (window, utilization, resets_at, status, observed_at, warned, warned_until) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " (window, utilization, resets_at, status, observed_at, warned) VALUES (?, ?, ?, ?, ?, ?)",
             [
-                (s.window.name, s.window.utilization, s.window.resets_at, s.window.status, s.observed_at, s.warned,
-                 s.warned_until)
+                (s.window.name, s.window.utilization, s.window.resets_at, s.window.status, s.observed_at, s.warned)
                 for s in states
             ],
         )  # fmt: skip
         await self.db.commit()
 
     async def limits(self) -> list[WindowState]:
-        query = (
-            "SELECT window, utilization, resets_at, status, observed_at, warned, warned_until FROM subscription_limits"
-        )
+        query = "SELECT window, utilization, resets_at, status, observed_at, warned FROM subscription_limits"
         async with self.db.execute(query) as cursor:
             rows = await cursor.fetchall()
-        return [WindowState(LimitWindow(r[0], r[1], r[2], r[3]), float(r[4]), float(r[5]), r[6]) for r in rows]
+        return [WindowState(LimitWindow(r[0], r[1], r[2], r[3]), float(r[4]), float(r[5])) for r in rows]
 
     async def ping(self) -> None:
         async with self.db.execute("SELECT 1") as cursor:
