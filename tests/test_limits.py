@@ -240,3 +240,18 @@ async def test_answers_carry_the_limits_header_and_usage_lists_the_windows(
     out = capsys.readouterr().out
     assert "five_hour: 91% used, resets" in out and ("(in 2h 09m)" in out or "(in 2h 10m)" in out), out
     assert "seven_day: 40% used" in out and "allowed_warning" in out
+
+
+async def test_the_chats_summary_says_a_turn_ran_on_the_fallback(
+    subscription: None, start_bot: Callable[..., object], telegram: FakeTelegram, mock_api: MockAnthropic
+) -> None:
+    await start_bot(limit_fallback="opus=sonnet@0.9")  # type: ignore[operator]
+    telegram.user_sends("/model opus")
+    await telegram.wait_for(lambda: any("Model set to opus" in t for t in telegram.texts_to(USER)))
+    telegram.user_sends("LIMITS91 first")
+    await telegram.wait_for(lambda: any("MOCK reply to: LIMITS91 first" in t for t in telegram.texts_to(USER)), 30)
+    telegram.user_sends("second")
+    await telegram.wait_for(lambda: any("on opus → sonnet" in t for t in telegram.texts_to(USER)), within=30)
+    summary = next(t for t in telegram.texts_to(USER) if "on opus → sonnet" in t)
+    assert summary.startswith("✅ Done") and "five_hour window at 91%" in summary
+    assert "sonnet" in turn_request(mock_api, "second")["model"]
