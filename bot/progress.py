@@ -3,7 +3,7 @@
 The status message lists the tools Claude runs and how long the turn has taken, with a
 Stop button. It is edited at most every `interval` seconds and never with the text it
 already has; flood control pauses the edits (the final answer does not depend on them).
-In private chats the answer streams as a draft (sendMessageDraft); where drafts fail,
+In private chats the answer streams as a draft (sendMessageDraft), formatted; where drafts fail,
 the status message shows the end of the answer so far instead.
 """
 
@@ -21,6 +21,7 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
 from bot.calls import is_not_modified, retry_after_seconds, send
+from bot.render import draft
 from core import ToolActivity, format_duration
 
 log = logging.getLogger("bot.progress")
@@ -120,12 +121,16 @@ class Progress:
             await asyncio.sleep(TICK)
 
     async def _draft(self) -> None:
-        text = self.answer[-4000:]
-        if text == self._draft_shown:
+        if self.answer == self._draft_shown:
+            return
+        shown = draft(self.answer)  # formatted as the answer will be, so the draft does not jump at the end
+        if not shown.text:
             return
         try:
-            await self.bot.send_message_draft(self.chat_id, self._draft_id, text=text, message_thread_id=self.thread_id)
-            self._draft_shown = text
+            await self.bot.send_message_draft(
+                self.chat_id, self._draft_id, text=shown.text, entities=shown.entities, message_thread_id=self.thread_id
+            )
+            self._draft_shown = self.answer
         except TelegramError as exc:  # any failure: fall back to the preview in the status message
             log.info("draft_unavailable chat=%s error=%s", self.chat_id, exc)
             self.drafts = False

@@ -2,20 +2,53 @@
 
 Sending entities instead of a parse mode cannot fail to parse. Long answers are split
 between paragraphs, never inside a code block unless the block alone is too long.
+
+telegramify-markdown does the converting, with two changes: an open task (`- [ ]`) is an
+empty box (its default looks ticked), and HTML in an answer is text to show (Claude writes
+`<div>` or `Vec<T>` to talk about them; the converter would drop them).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
-import telegramify_markdown
 from telegram import MessageEntity
+from telegramify_markdown.config import RenderConfig
+from telegramify_markdown.converter import STANDARD_OPTIONS, EventWalker, _parse
 from telegramify_markdown.entity import MessageEntity as ConvertedEntity
 from telegramify_markdown.entity import split_entities, utf16_len
 
 MAX_MESSAGE = 4096
 _FENCE = re.compile(r"^\s*(```|~~~)")
+
+_CONFIG = RenderConfig.isolated()
+_CONFIG.markdown_symbol.task_completed = "\N{BALLOT BOX WITH CHECK}"  # ☑
+_CONFIG.markdown_symbol.task_uncompleted = "\N{BALLOT BOX}"  # ☐
+
+
+def _html_as_text(event: Any) -> Any:
+    """The parser's event with HTML (inline, or a block of it) turned into text and paragraphs."""
+    kind, span = event if isinstance(event, tuple) else (event, None)
+    if not isinstance(kind, dict):  # (a soft break, a rule)
+        return event
+    if "InlineHtml" in kind:
+        kind = {"Text": kind["InlineHtml"]}
+    elif "Html" in kind:
+        kind = {"Text": kind["Html"]}
+    elif kind.get("Start") == "HtmlBlock":
+        kind = {"Start": "Paragraph"}
+    elif kind.get("End") == "HtmlBlock":
+        kind = {"End": "Paragraph"}
+    return (kind, span) if span is not None else kind
+
+
+def to_entities(markdown: str) -> tuple[str, list[ConvertedEntity]]:
+    """Markdown as Telegram text and entities."""
+    source, events = _parse(markdown, STANDARD_OPTIONS, latex_escape=True)
+    text, entities, _ = EventWalker(_CONFIG, source).walk(tuple(_html_as_text(e) for e in events))
+    return text, entities
 
 
 @dataclass(frozen=True)
@@ -71,7 +104,7 @@ def _word_breaks(text: str, limit: int) -> str:
 
 
 def _convert(markdown: str) -> tuple[str, list[ConvertedEntity]]:
-    text, entities = telegramify_markdown.convert(markdown)
+    text, entities = to_entities(markdown)
     stripped = text.rstrip()
     end = utf16_len(stripped)
     kept = []
@@ -121,3 +154,18 @@ def render(markdown: str, limit: int = MAX_MESSAGE) -> list[Chunk]:
         if text:
             chunks.append(_chunk(text, entities))
     return [c for c in chunks if c.text.strip()]
+
+
+def draft(markdown: str, limit: int = MAX_MESSAGE) -> Chunk:
+    """The end of an answer still being written, as one message: its last whole paragraphs (an open code
+    block counts as one to the end), rendered like the answer. Only the tail is converted: drafts are sent
+    every second while Claude writes."""
+    tail: list[str] = []
+    size = 0
+    for block in reversed(_blocks(markdown)):
+        if tail and size + len(block) > limit:
+            break
+        tail.insert(0, block)
+        size += len(block) + 2
+    chunks = render("\n\n".join(tail), limit)
+    return chunks[-1] if chunks else Chunk("")

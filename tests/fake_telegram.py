@@ -339,6 +339,8 @@ class FakeTelegram:
             return self.error(404, "Not Found")
         if not int(params.get("draft_id", 0)):
             return self.error(400, "Bad Request: draft_id must be non-zero")
+        if problem := self._check_text(str(params.get("text", "")), params.get("entities") or [], edit=False):
+            return problem
         return self.ok(True)
 
     async def _upload(self, params: dict[str, Any], field_name: str) -> web.Response:

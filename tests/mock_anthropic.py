@@ -24,6 +24,7 @@ The reply is chosen by directives in the newest user text of the request:
 - ``REROUTED``: the answer comes from ``REROUTED_MODEL``, whatever was asked for
 - ``LIMITS<n>[/<m>][@<s>]``: the subscription's windows in the response headers (five-hour n %, seven-day m %;
   the five-hour one resetting in s seconds); at 100 % the API refuses the call with a 429, as the real one does
+- ``MDSTREAM``: a short Markdown answer (heading, bold, a code block), to stream with SLOW
 - ``MARKDOWN``: a 20,000-character Markdown answer with headings, code blocks and broken markup
 
 Every request body is kept in ``requests`` so tests can check what the CLI sent.
@@ -177,6 +178,13 @@ def limit_headers(text: str) -> dict[str, str]:
     }  # fmt: skip
 
 
+STREAMED_MARKDOWN = (
+    "## The plan\n\nFirst **read the file**, then change `main()` as follows:\n\n```python\n"
+    + "".join(f"def step_{i}():\n    return {i}  # one step of the plan\n" for i in range(6))
+    + "```\n\nThat is **all**."
+)
+
+
 def long_markdown() -> str:
     """About 20,000 characters of Markdown: sections of prose and code, and markup left open at the end."""
     parts = []
@@ -184,6 +192,8 @@ def long_markdown() -> str:
         parts.append(f"## Section {section}\n\n" + f"Some **bold** and `code` text in section {section}. " * 12)
         code = "\n".join(f"    value_{section}_{i} = compute({i})  # line {i}" for i in range(25))
         parts.append(f"```python\ndef section_{section}():\n{code}\n```")
+    parts.append("- [ ] an open task\n- [x] a finished task")
+    parts.append("Tags to show as written: <div> and Vec<T>, and a block:\n\n<details>\nsummary\n</details>")
     parts.append("And an *unclosed emphasis, a [broken link( and a stray ` backtick")
     return "\n\n".join(parts)
 
@@ -338,6 +348,8 @@ class MockAnthropic:
             long = re.search(r"LONG(\d+)", text)
             if "MARKDOWN" in text:
                 blocks.append({"type": "text", "text": long_markdown()})
+            elif "MDSTREAM" in text:
+                blocks.append({"type": "text", "text": STREAMED_MARKDOWN})
             elif long:
                 blocks.append({"type": "text", "text": "".join(f"w{i} " for i in range(int(long.group(1))))})
             else:

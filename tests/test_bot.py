@@ -152,6 +152,8 @@ async def test_long_markdown_answer_is_split_cleanly(bot: Daemon, telegram: Fake
     pre = [e for m in parts for e in m.entities if e["type"] == "pre"]
     assert len(pre) == 14
     assert "*unclosed emphasis" in joined or "unclosed emphasis" in joined
+    assert "☐ an open task\n☑ a finished task" in joined, "an open task is an empty box, a finished one ticked"
+    assert "<div> and Vec<T>" in joined and "<details>\nsummary\n</details>" in joined, "HTML is shown as written"
     assert all(c.status == 200 for c in telegram.calls_of("sendMessage"))
 
 
@@ -347,6 +349,21 @@ async def test_drafts_stream_the_answer_in_private_chats(bot: Daemon, telegram: 
     texts = [d.params["text"] for d in drafts]
     assert texts == sorted(texts, key=len) and texts[0].startswith("w0")
     assert len({d.params["draft_id"] for d in drafts}) == 1
+
+
+async def test_drafts_are_formatted_as_the_answer_will_be(bot: Daemon, telegram: FakeTelegram) -> None:
+    telegram.user_sends("MDSTREAM SLOW")
+    await wait_answer(telegram, "That is all.", within=30)
+    drafts = [c for c in telegram.calls_of("sendMessageDraft") if c.status == 200]
+    assert len(drafts) >= 3, "the answer streamed as drafts"
+    for call in drafts:
+        text = call.params["text"]
+        assert "**" not in text and "```" not in text and "##" not in text, f"raw Markdown in a draft: {text!r}"
+    kinds = [{e["type"] for e in c.params.get("entities") or []} for c in drafts]
+    assert any("bold" in k for k in kinds)
+    open_block = [c for c, k in zip(drafts, kinds, strict=True) if "def step_" in c.params["text"] and "pre" in k]
+    assert open_block, "a code block still being written is shown as code"
+    assert all(c.status == 200 for c in telegram.calls_of("sendMessageDraft"))
 
 
 async def test_without_drafts_the_status_message_previews_the_answer(bot: Daemon, telegram: FakeTelegram) -> None:

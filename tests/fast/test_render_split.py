@@ -27,6 +27,15 @@ def test_bold_across_the_split_stays_bold_in_both_pieces() -> None:
         assert chunk.entities[0].length == len(chunk.text)
 
 
+def test_task_boxes_and_html_read_as_written() -> None:
+    [chunk] = render("- [ ] open\n- [x] done\n\nUse `<b>` or **Vec<T>**; <script>x</script>")
+    assert chunk.text == "☐ open\n☑ done\n\nUse <b> or Vec<T>; <script>x</script>"
+    assert [(e.type, chunk.text[e.offset : e.offset + e.length]) for e in chunk.entities] == [
+        ("code", "<b>"),
+        ("bold", "Vec<T>"),
+    ]
+
+
 def test_grep_progress_shows_what_is_searched_for() -> None:
     from core.describe import describe_tool
 
@@ -46,3 +55,18 @@ def test_a_timeout_before_the_api_answered_says_so() -> None:
     progress.tools.append("💻 Bash: make test")
     after_a_tool = failure_text(ActivityTimeout("idle", idle_seconds=600, last_activity="tool result"), progress)
     assert "Claude Code printed nothing for 10m 00s (last: 💻 Bash: make test)" in after_a_tool
+
+
+def test_a_long_answers_draft_is_its_last_whole_paragraphs() -> None:
+    from bot.render import draft
+    from tests.mock_anthropic import long_markdown
+
+    markdown = long_markdown()
+    shown = draft(markdown)
+    assert 2000 < len(shown.text) <= 4096
+    assert shown.text.endswith("stray ` backtick") or shown.text.endswith("stray backtick")
+    pre = [shown.text[e.offset : e.offset + e.length] for e in shown.entities if e.type == "pre"]
+    assert pre and all(code.startswith("def section_") for code in pre), "no code block is cut at its start"
+    half_open = draft(markdown[: markdown.index("value_13_3")])  # the last block's fence is still open
+    assert half_open.text.endswith("value_13_2 = compute(2)  # line 2")
+    assert half_open.entities[-1].type == "pre"
