@@ -33,6 +33,7 @@ from bot.calls import send
 from bot.chat import ChatSession, Job, place_of
 from bot.limits_text import crossing_text, limit_lines
 from bot.progress import STOP_DATA
+from bot.summary import without_summary
 from bot.uploads import UploadRefused, check_size, upload_path
 from bot.voice import NOT_SET_UP, TranscriptionFailed, transcribe
 from bot.workspace import PROJECT_PREFIX, RESUME_PREFIX, project_keyboard, session_keyboard, session_label
@@ -109,13 +110,14 @@ def with_quote(message: Message, text: str) -> str:
     the user pointed at, as the user sees it."""
     replied = message.reply_to_message
     quoted = (message.quote.text if message.quote else "") or (replied and (replied.text or replied.caption)) or ""
+    ours = bool(replied and replied.from_user and replied.from_user.is_bot)
+    if ours and not message.quote:
+        quoted = without_summary(quoted)  # the answer, not the turn's summary below it
     if not quoted.strip():
         return text
     if len(quoted) > QUOTED_CHARS:
         quoted = quoted[: QUOTED_CHARS - 1] + "…"
-    whose = (
-        "your earlier answer" if replied and replied.from_user and replied.from_user.is_bot else "an earlier message"
-    )
+    whose = "your earlier answer" if ours else "an earlier message"
     return f"[Replying to {whose}: “{quoted}”]\n\n{text}"
 
 

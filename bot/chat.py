@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import functools
 import logging
 from collections import deque
@@ -16,7 +15,8 @@ from bot.calls import send
 from bot.errors import failure_text
 from bot.files_back import NOTE, SEND_FILE, SERVER, send_file
 from bot.progress import Progress
-from bot.render import render
+from bot.render import Chunk, render, with_footer
+from bot.summary import DONE, FAILED, STOPPED, TIMED_OUT, summary_line
 from core import (
     ActivityTimeout,
     AnswerDelta,
@@ -33,7 +33,6 @@ from core import (
     Turn,
     TurnCancelled,
     TurnRequest,
-    format_duration,
 )
 
 log = logging.getLogger("bot.chat")
@@ -69,19 +68,6 @@ def with_note(prompt: Prompt) -> Prompt:
     """A new session's first prompt, after a word (a block of its own) on what the chat can do: files back."""
     note = {"type": "text", "text": NOTE}
     return [note, {"type": "text", "text": prompt}] if isinstance(prompt, str) else [note, *prompt]
-
-
-def summary_line(progress: Progress, cost: float | None, outcome: str, fallback: str = "") -> str:
-    counts = collections.Counter(progress.tool_names)
-    tools = ", ".join(f"{name}×{n}" if n > 1 else name for name, n in counts.most_common())
-    parts = [outcome, format_duration(progress.elapsed)]
-    if count := len(progress.tool_names):
-        parts.append(f"{count} tool{'s' if count > 1 else ''} ({tools})")
-    if fallback:
-        parts.append(f"on {fallback}")
-    if cost:  # (what the tokens would cost on the API; a subscription is not billed per turn)
-        parts.append(f"${cost:.4f} at API prices")
-    return " · ".join(parts)
 
 
 class ChatSession:
@@ -174,7 +160,8 @@ class ChatSession:
         store = self._engine.store
         model = await store.preferred_model(self.base) or ""
         mode = await store.permission_mode(self.base) or self._settings.telegram_permission_mode
-        summary = "⚠️ Failed"
+        summary = FAILED
+        messages: list[Chunk] = []  # what the turn ends with; its summary goes at the end of them
         try:
             workdir = self._settings.project_dirs.path(self.project) if self.project else self._settings.workdir
             self._workdir = workdir
@@ -185,32 +172,33 @@ class ChatSession:
                 tools=(SEND_FILE,), tools_server=SERVER,
             )  # fmt: skip
             finished = await self._run_turn(request, progress)
-            await self.deliver(finished.text, reply_to=job.message_id)
-            summary = summary_line(progress, finished.cost_usd, "✅ Done", finished.fallback)
+            messages = render(finished.text) or [Chunk("(Claude finished without a text answer.)")]
+            summary = summary_line(progress, finished.cost_usd, DONE, finished.fallback)
         except ClaudeMaxError as exc:
             error: ClaudeMaxError = exc
             if self._stop_reason is not None and not isinstance(exc, TurnCancelled):
                 error = TurnCancelled(self._stop_reason)  # the stop killed it, whatever the CLI said
             if isinstance(error, TurnCancelled):
-                outcome = "⏹ Stopped"
+                outcome = STOPPED
             elif isinstance(error, ActivityTimeout):
-                outcome = "⏱ Timed out"
+                outcome = TIMED_OUT
             else:
-                outcome = "⚠️ Failed"
+                outcome = FAILED
             summary = summary_line(progress, None, outcome)
             if isinstance(error, TurnCancelled) and error.reason is CancelReason.STOPPED:
                 # Stopped by the user, who was told so: what Claude had written stays, marked where it stopped.
                 if progress.answer.strip():
-                    await self.deliver(f"{progress.answer}\n\n{STOPPED_MARK}", reply_to=job.message_id)
+                    messages = render(f"{progress.answer}\n\n{STOPPED_MARK}")
             else:
-                text = failure_text(error, progress)
-                await send(
-                    "failure", lambda: self._bot.send_message(self.chat_id, text, message_thread_id=self.thread_id)
-                )
+                messages = [Chunk(failure_text(error, progress))]
         finally:
             self.turn = None
             self.progress = None
-            await progress.finish(summary)
+            await progress.stop()
+            footed = bool(messages) and await self.deliver(
+                with_footer(messages, summary, progress.tools), reply_to=job.message_id
+            )
+            await progress.finish(summary, shown_below=footed)
 
     async def _run_turn(self, request: TurnRequest, progress: Progress) -> Finished:
         """Run the turn in a task of its own, so that /stop can end it while it still waits for a slot."""
@@ -252,17 +240,16 @@ class ChatSession:
         assert finished is not None, "a turn that ends without an error has finished"
         return finished
 
-    async def deliver(self, answer: str, reply_to: int | None = None) -> None:
-        """Send the answer as Telegram messages (to the chat's topic); plain text where entities are refused."""
+    async def deliver(self, chunks: list[Chunk], reply_to: int | None = None) -> bool:
+        """Send messages to the chat's topic (plain text where entities are refused); False if one was lost."""
         say = functools.partial(self._bot.send_message, self.chat_id, message_thread_id=self.thread_id)
-        chunks = render(answer)
-        if not chunks:
-            await send("answer", lambda: say("(Claude finished without a text answer.)"))
-            return
+        delivered = True
         for index, chunk in enumerate(chunks):
             reply: dict[str, Any] = (
                 {"reply_to_message_id": reply_to, "allow_sending_without_reply": True} if index == 0 else {}
             )
             sent = await send("answer", functools.partial(say, chunk.text, entities=chunk.entities, **reply))
             if sent is None:
-                await send("answer_plain", functools.partial(say, chunk.text))
+                sent = await send("answer_plain", functools.partial(say, chunk.text))
+            delivered = delivered and sent is not None
+        return delivered

@@ -157,17 +157,25 @@ class Progress:
             log.info("status_edit_failed chat=%s error=%s", self.chat_id, exc)
         return False
 
-    async def finish(self, summary: str) -> None:
-        """Stop updating, and turn the status message into a one-line summary."""
+    async def stop(self) -> None:
+        """Stop updating the status message (and the typing, the draft)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    async def finish(self, summary: str, *, shown_below: bool) -> None:
+        """The turn is over: the status message goes when its summary was sent below the answer (so the turn
+        reads top to bottom); otherwise it becomes the one-line summary."""
+        await self.stop()
         if self.message_id is None:
+            return
+        message_id = self.message_id
+        if shown_below and await send("status_delete", lambda: self.bot.delete_message(self.chat_id, message_id)):
+            self.message_id = None
             return
         wait = self._paused_until - time.monotonic()
         if wait > 0:  # flood control: wait a little for the summary, but never hold the next turn long
             await asyncio.sleep(min(wait, 5))
         if not await self._edit(summary, None, final=True) and self.message_id is not None:
-            message_id = self.message_id
             await send("status_summary", lambda: self.bot.edit_message_text(summary, self.chat_id, message_id))

@@ -158,14 +158,50 @@ def render(markdown: str, limit: int = MAX_MESSAGE) -> list[Chunk]:
 
 def draft(markdown: str, limit: int = MAX_MESSAGE) -> Chunk:
     """The end of an answer still being written, as one message: its last whole paragraphs (an open code
-    block counts as one to the end), rendered like the answer. Only the tail is converted: drafts are sent
-    every second while Claude writes."""
+    block counts as one to the end; bold or code being written is closed), rendered like the answer. Only
+    the tail is converted: drafts are sent every second while Claude writes."""
+    blocks = _blocks(markdown)
+    if blocks and not _FENCE.match(blocks[-1]):  # mid-paragraph: close what is being written, as it will be
+        if blocks[-1].count("`") % 2:
+            blocks[-1] += "`"
+        if blocks[-1].count("**") % 2:
+            blocks[-1] += "**"
     tail: list[str] = []
     size = 0
-    for block in reversed(_blocks(markdown)):
+    for block in reversed(blocks):
         if tail and size + len(block) > limit:
             break
         tail.insert(0, block)
         size += len(block) + 2
     chunks = render("\n\n".join(tail), limit)
     return chunks[-1] if chunks else Chunk("")
+
+
+LOG_LINES = 40  # tool calls listed in a turn's footer; the rest are counted
+
+
+def with_footer(chunks: list[Chunk], summary: str, tool_log: list[str], limit: int = MAX_MESSAGE) -> list[Chunk]:
+    """The turn's messages with its summary line at the end, and below it the tools it ran as a collapsed
+    quote (tap to open): the turn reads top to bottom in one bubble. The footer goes in a message of its
+    own when the last one has no room for it."""
+    lines = tool_log[:LOG_LINES]
+    if len(tool_log) > LOG_LINES:
+        lines.append(f"… and {len(tool_log) - LOG_LINES} more")
+    log_text = "\n".join(lines)
+    while log_text and utf16_len(summary) + utf16_len(log_text) + 1 > limit // 2:
+        log_text = log_text[: len(log_text) // 2].rpartition("\n")[0] + "\n…"  # very long descriptions
+    footer = Chunk(summary + (f"\n{log_text}" if log_text else ""))
+    if log_text:
+        quote = MessageEntity(
+            type=MessageEntity.EXPANDABLE_BLOCKQUOTE, offset=utf16_len(summary) + 1, length=utf16_len(log_text)
+        )
+        footer = Chunk(footer.text, (quote,))
+    if not chunks or utf16_len(chunks[-1].text) + 2 + utf16_len(footer.text) > limit:
+        return [*chunks, footer]
+    last = chunks[-1]
+    shift = utf16_len(last.text) + 2
+    moved = tuple(
+        MessageEntity(type=e.type, offset=e.offset + shift, length=e.length, url=e.url, language=e.language)
+        for e in footer.entities
+    )
+    return [*chunks[:-1], Chunk(f"{last.text}\n\n{footer.text}", last.entities + moved)]

@@ -34,12 +34,31 @@ def is_status(text: str) -> bool:
     return text.startswith(STATUS_PREFIXES)
 
 
+def split_footer(text: str) -> tuple[str, str]:
+    """A message as (what it says, the turn's summary at its end with the tool log, or "")."""
+    if is_status(text):
+        return "", text
+    at = len(text)
+    while (at := text.rfind("\n\n", 0, at)) >= 0:
+        if is_status(text[at + 2 :]):
+            return text[:at], text[at + 2 :]
+    return text, ""
+
+
 def answers(telegram: FakeTelegram, chat: int = USER) -> list[str]:
-    return [t for t in telegram.texts_to(chat) if not is_status(t)]
+    """What the chat was told, without the turns' summaries."""
+    return [body for t in telegram.texts_to(chat) if (body := split_footer(t)[0])]
 
 
-def status_messages(telegram: FakeTelegram, chat: int = USER) -> list[SentMessage]:
-    return [m for m in telegram.sent_to(chat) if is_status(m.text)]
+def summaries(telegram: FakeTelegram, chat: int = USER) -> list[str]:
+    """Each finished turn's summary (below its answer, or in the status message), with its tool log."""
+    return [footer for t in telegram.texts_to(chat) if (footer := split_footer(t)[1]) and not footer.startswith("⏳")]
+
+
+def status_messages(telegram: FakeTelegram, chat: int = USER, *, gone: bool = False) -> list[SentMessage]:
+    """The chat's status messages; with `gone`, also those deleted when their turn's answer came."""
+    shown = telegram.messages.values() if gone else telegram.sent_to(chat)
+    return [m for m in shown if m.chat_id == chat and is_status(m.text) and (gone or not m.deleted)]
 
 
 async def wait_answer(telegram: FakeTelegram, text: str, chat: int = USER, within: float = 30) -> None:
@@ -83,11 +102,16 @@ async def test_multi_turn_conversation_with_live_progress(
     # The second turn resumed the first one's session.
     assert any(role == "user" and text.endswith("my name is Ada") for role, text in mock_api.dialogue())
 
-    statuses = status_messages(telegram)
-    assert len(statuses) == 2
+    # Each turn ends as one message, read top to bottom: the answer, its summary, the tools it ran collapsed.
+    final = next(m for m in telegram.sent_to(USER) if "Tool said: hi" in m.text)
+    body, footer = split_footer(final.text)
+    assert body.endswith("Tool said: hi") and footer.startswith("✅ Done") and "1 tool (Bash)" in footer
+    [log] = [e for e in final.entities if e["type"] == "expandable_blockquote"]
+    assert final.text.encode("utf-16-le")[2 * log["offset"] :].decode("utf-16-le").startswith("💻 Bash: python3 -c")
+    assert [split_footer(t)[1].split(" · ")[0] for t in telegram.texts_to(USER)] == ["✅ Done", "✅ Done"]
+    statuses = status_messages(telegram, gone=True)
+    assert len(statuses) == 2 and all(m.deleted for m in statuses), "the status messages went with the answers"
     tool_status = statuses[1]
-    assert tool_status.text.startswith("✅ Done") and "1 tool (Bash)" in tool_status.text
-    assert tool_status.reply_markup is None, "the Stop button is gone when the turn is over"
     first_send = [c for c in telegram.calls_of("sendMessage") if c.params.get("reply_markup")][1]
     assert first_send.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "stop"
     edits = [c for c in telegram.calls_of("editMessageText") if int(c.params["message_id"]) == tool_status.message_id]
@@ -196,7 +220,7 @@ async def test_stop_kills_the_turn_and_the_session_stays_usable(
     await wait_answer(telegram, "Already stopping.")
     assert "⏹ Stopping." in answers(telegram)
     await wait_idle(bot, telegram)
-    assert status_messages(telegram)[-1].text.startswith("⏹ Stopped")
+    assert summaries(telegram)[-1].startswith("⏹ Stopped")
     # "Stopping", "Already stopping" and the mark on the kept text: nothing else announces the stop.
     stop_words = [text for text in answers(telegram) if "stopp" in text.lower()]
     assert len(stop_words) == 3, stop_words
@@ -270,10 +294,10 @@ async def test_edit_rate_and_no_identical_edits(bot: Daemon, telegram: FakeTeleg
     telegram.user_sends("LONG80 SLOW")
     await wait_answer(telegram, "w79", within=30)
     await wait_idle(bot, telegram)
-    status = status_messages(telegram)[-1]
+    status = status_messages(telegram, gone=True)[-1]
     edits = [c for c in telegram.calls_of("editMessageText") if int(c.params["message_id"]) == status.message_id]
     assert len(edits) >= 3
-    gaps = [b.at - a.at for a, b in itertools.pairwise(edits[:-1])]  # the final summary may follow at once
+    gaps = [b.at - a.at for a, b in itertools.pairwise(edits)]
     assert all(gap >= 0.45 for gap in gaps), gaps
     assert not [c for c in edits if c.status != 200], "never an edit Telegram refused (not modified, too long)"
 
@@ -290,6 +314,16 @@ async def test_telegram_errors_never_break_a_turn(bot: Daemon, telegram: FakeTel
     await wait_answer(telegram, "MOCK reply to: back again")
 
 
+async def test_a_status_message_that_cannot_be_deleted_becomes_the_summary(bot: Daemon, telegram: FakeTelegram) -> None:
+    telegram.fail_next("deleteMessage", Fault(400, "Bad Request: message can't be deleted for everyone"))
+    telegram.user_sends("USE_TOOL please")
+    await wait_answer(telegram, "Tool said: hi")
+    await wait_idle(bot, telegram)
+    [status] = status_messages(telegram)
+    assert status.text.startswith("✅ Done") and "1 tool (Bash)" in status.text and status.reply_markup is None
+    assert summaries(telegram)[0].startswith("✅ Done"), "the answer has its summary too"
+
+
 async def test_cli_hanging_alerts_the_chat(start_bot: Callable[..., object], telegram: FakeTelegram) -> None:
     daemon: Daemon = await start_bot(activity_timeout=2)  # type: ignore[assignment]
     telegram.user_sends("HANG")  # the API never answers: said so, not "last: started the session"
@@ -297,7 +331,7 @@ async def test_cli_hanging_alerts_the_chat(start_bot: Callable[..., object], tel
     alert = next(t for t in answers(telegram) if "did not answer" in t)
     assert "(Claude Code had started the session and waited)" in alert and "The conversation is kept" in alert
     await wait_idle(daemon, telegram)
-    assert status_messages(telegram)[-1].text.startswith("⏱ Timed out")
+    assert summaries(telegram)[-1].startswith("⏱ Timed out")
     assert await daemon.wait_no_strays() == []
 
 
@@ -409,7 +443,7 @@ async def test_network_errors_are_retried_and_entities_fall_back(bot: Daemon, te
     assert [c.status for c in telegram.calls_of("sendMessage")][:3] == [502, 502, 200]
     await wait_idle(bot, telegram)
     telegram.user_sends("**bold** reply please SLOW")
-    await telegram.wait_for(lambda: len(status_messages(telegram)) == 2)  # the next send is the answer
+    await telegram.wait_for(lambda: len(status_messages(telegram, gone=True)) == 2)  # the next send: the answer
     telegram.fail_next("sendMessage", Fault(400, "Bad Request: can't parse entities: unsupported start tag"))
     await wait_answer(telegram, "bold reply please SLOW")
     refused = [c for c in telegram.calls_of("sendMessage") if c.status == 400]

@@ -252,6 +252,7 @@ async def test_the_chats_summary_says_a_turn_ran_on_the_fallback(
     await telegram.wait_for(lambda: any("MOCK reply to: LIMITS91 first" in t for t in telegram.texts_to(USER)), 30)
     telegram.user_sends("second")
     await telegram.wait_for(lambda: any("on opus → sonnet" in t for t in telegram.texts_to(USER)), within=30)
-    summary = next(t for t in telegram.texts_to(USER) if "on opus → sonnet" in t)
-    assert summary.startswith("✅ Done") and "five_hour window at 91%" in summary
+    answer = next(t for t in telegram.texts_to(USER) if "on opus → sonnet" in t)
+    summary = answer[answer.index("\n\n✅ Done · ") :]
+    assert "five_hour window at 91%" in summary
     assert "sonnet" in turn_request(mock_api, "second")["model"]

@@ -76,7 +76,7 @@ async def test_allow_runs_the_command_and_the_prompt_says_who_allowed_it(
     await telegram.wait_for(lambda: tool_said(telegram), within=30)
     assert created(daemon).exists()
     assert prompt.text.endswith("✅ Allowed by User.") and prompt.reply_markup is None
-    await telegram.wait_for(lambda: any(t.startswith("✅ Done") for t in telegram.texts_to(USER)))
+    await telegram.wait_for(lambda: any("\n\n✅ Done · " in t for t in telegram.texts_to(USER)))
     async with aiohttp.ClientSession() as http, http.get(f"{daemon.url}/metrics") as response:
         metrics = await response.text()
     assert 'claude_max_permission_prompts_total{decision="allow",face="telegram"} 1.0' in metrics

@@ -330,10 +330,11 @@ async def test_the_bot_shows_tools_then_the_answer_and_a_summary(
     ]
     await start([script], **bot_settings(telegram))
     telegram.user_sends("run the tests")
-    await telegram.wait_for(lambda: "All green." in telegram.texts_to(USER))
-    await telegram.wait_for(lambda: any(t.startswith("✅ Done") for t in telegram.texts_to(USER)))
-    summary = next(t for t in telegram.texts_to(USER) if t.startswith("✅ Done"))
-    assert "1 tool (Bash)" in summary and "$0.0123" in summary
+    await telegram.wait_for(lambda: any(t.startswith("All green.\n\n✅ Done") for t in telegram.texts_to(USER)))
+    answer = next(t for t in telegram.texts_to(USER) if t.startswith("All green."))
+    summary = answer.removeprefix("All green.\n\n")
+    assert "1 tool (Bash)" in summary and "$0.0123" in summary and summary.endswith("\n💻 Bash: make test")
+    assert not [t for t in telegram.texts_to(USER) if t.startswith("⏳")], "the status message went"
     edits = [c.params.get("text", "") for c in telegram.calls_of("editMessageText", "sendMessage")]
     assert any("💻 Bash: make test" in text for text in edits), "the tool, as the engine described it"
 
@@ -350,8 +351,7 @@ async def test_the_bot_tells_the_chat_what_failed(
 ) -> None:
     await start([[AnswerDelta("part"), failure]], **bot_settings(telegram))
     telegram.user_sends("hello")
-    await telegram.wait_for(lambda: told in telegram.texts_to(USER))
-    await telegram.wait_for(lambda: any(t.startswith("⚠️ Failed") for t in telegram.texts_to(USER)))
+    await telegram.wait_for(lambda: any(t.startswith(f"{told}\n\n⚠️ Failed · ") for t in telegram.texts_to(USER)))
 
 
 async def test_the_bot_stop_button_cancels_the_turn(telegram: FakeTelegram, start: Callable[..., Any]) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.chat import summary_line
 from bot.limits_text import crossing_text
 from bot.progress import Progress
+from bot.summary import summary_line
 from core import FallbackRule, LimitWindow, Settings, SubscriptionLimits, load_settings
 from core.events import RateLimit
 from core.launcher import Launcher

@@ -349,8 +349,8 @@ def test_env_example_lists_every_setting() -> None:
 
 
 def test_turn_summary_counts_tools_by_name_and_not_waiting() -> None:
-    from bot.chat import summary_line
     from bot.progress import Progress
+    from bot.summary import summary_line
     from core import ToolActivity
     from core.describe import describe_tool
 
