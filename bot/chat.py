@@ -173,7 +173,7 @@ class ChatSession:
             )  # fmt: skip
             finished = await self._run_turn(request, progress)
             messages = render(finished.text) or [Chunk("(Claude finished without a text answer.)")]
-            summary = summary_line(progress, finished.cost_usd, DONE, finished.fallback)
+            summary = summary_line(progress, finished.cost_usd, DONE, finished.fallback, finished.refused)
         except ClaudeMaxError as exc:
             error: ClaudeMaxError = exc
             if self._stop_reason is not None and not isinstance(exc, TurnCancelled):

@@ -14,12 +14,16 @@ FAILED = "⚠️ Failed"
 OUTCOMES = (DONE, STOPPED, TIMED_OUT, FAILED)
 
 
-def summary_line(progress: Progress, cost: float | None, outcome: str, fallback: str = "") -> str:
+def summary_line(
+    progress: Progress, cost: float | None, outcome: str, fallback: str = "", refused: tuple[str, ...] = ()
+) -> str:
     counts = collections.Counter(progress.tool_names)
     tools = ", ".join(f"{name}×{n}" if n > 1 else name for name, n in counts.most_common())
     parts = [outcome, format_duration(progress.elapsed)]
     if count := len(progress.tool_names):
         parts.append(f"{count} tool{'s' if count > 1 else ''} ({tools})")
+    if refused:  # (the turn went on without them: Claude's answer may not say so)
+        parts.append(f"🚫 refused: {'; '.join(refused)}")
     if fallback:
         parts.append(f"on {fallback}")
     if cost:  # (what the tokens would cost on the API; a subscription is not billed per turn)

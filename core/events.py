@@ -167,6 +167,7 @@ class Result:
     errors: tuple[str, ...] = ()
     model_usage: dict[str, Any] = field(default_factory=dict)
     structured_output: Any = None  # with --json-schema: the answer, checked against the schema by the CLI
+    denials: tuple[tuple[str, dict[str, Any]], ...] = ()  # tool calls refused (name, input): a person, the mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +310,17 @@ def _result(raw: dict[str, Any]) -> Result:
         errors=tuple(str(e) for e in raw.get("errors") or ()),
         model_usage=raw.get("modelUsage") or {},
         structured_output=raw.get("structured_output"),
+        denials=_denials(raw.get("permission_denials")),
+    )
+
+
+def _denials(value: Any) -> tuple[tuple[str, dict[str, Any]], ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(
+        (str(d.get("tool_name") or "a tool"), d["tool_input"] if isinstance(d.get("tool_input"), dict) else {})
+        for d in value
+        if isinstance(d, dict)
     )
 
 

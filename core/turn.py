@@ -601,6 +601,7 @@ class Turn:
             self.model_label,
             truncated(result),
             fallback=f"{self.model_wanted} → {self.model}: {self.fallback_reason}" if self.fallback_reason else "",
+            refused=tuple(describe_tool(name, tool_input) for name, tool_input in result.denials),
         )
 
     def _structured(self, result: Result) -> AnswerDelta:

@@ -81,6 +81,7 @@ class Finished:
     model: str  # the model that answered, as the CLI reported it
     truncated: bool  # a limit (output tokens, max turns) cut the answer short
     fallback: str = ""  # "opus → sonnet: five_hour window at 91%" when LIMIT_FALLBACK moved the turn
+    refused: tuple[str, ...] = ()  # the tool calls refused in the turn (by a person or the mode), described
 
 
 TurnEvent = (

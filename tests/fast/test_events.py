@@ -155,3 +155,15 @@ def test_a_turn_books_its_own_cost_not_the_sessions(since: dict[str, Any] | None
         raw["model_usage_since_last_result"] = since
     (result,) = parse_event(json.dumps(raw))
     assert isinstance(result, Result) and result.cost_usd == pytest.approx(cost)
+
+
+def test_refused_tool_calls_are_read_from_the_result_whatever_their_shape() -> None:
+    def denials(value: Any) -> Any:
+        [result] = parse_event(json.dumps({"type": "result", "subtype": "success", "permission_denials": value}))
+        assert isinstance(result, Result)
+        return result.denials
+
+    refused = [{"tool_name": "Bash", "tool_use_id": "t1", "tool_input": {"command": "rm -rf build"}}]
+    assert denials(refused) == (("Bash", {"command": "rm -rf build"}),)
+    assert denials([{"tool_input": "not a dict"}, "junk", 3]) == (("a tool", {}),)
+    assert denials(None) == denials({"x": 1}) == ()
