@@ -36,7 +36,15 @@ from bot.progress import STOP_DATA
 from bot.summary import without_summary
 from bot.uploads import UploadRefused, check_size, upload_path
 from bot.voice import NOT_SET_UP, TranscriptionFailed, transcribe
-from bot.workspace import PROJECT_PREFIX, RESUME_PREFIX, project_keyboard, session_keyboard, session_label
+from bot.workspace import (
+    MODEL_PREFIX,
+    PROJECT_PREFIX,
+    RESUME_PREFIX,
+    model_keyboard,
+    project_keyboard,
+    session_keyboard,
+    session_label,
+)
 from core import (
     ASK,
     ActivityTimeout,
@@ -360,10 +368,12 @@ class ClaudeBot:
             await send("answer_callback", lambda: query.answer(toast))
             return
         data = query.data or ""
-        if data.startswith((PROJECT_PREFIX, RESUME_PREFIX)):
+        if data.startswith((PROJECT_PREFIX, RESUME_PREFIX, MODEL_PREFIX)):
             chat = await self._chat(update)
             if data.startswith(PROJECT_PREFIX):
                 text = await self._switch_project(chat, data.removeprefix(PROJECT_PREFIX))
+            elif data.startswith(MODEL_PREFIX):
+                text = await self._set_model(chat, data.removeprefix(MODEL_PREFIX))
             else:
                 text = await self._continue_session(chat, data.removeprefix(RESUME_PREFIX))
             await send("answer_callback", lambda: query.answer())
@@ -474,26 +484,42 @@ class ClaudeBot:
         await self._reply(update, text)
 
     async def _model(self, update: Update, context: Context) -> None:
-        key = (await self._chat(update)).base
+        chat = await self._chat(update)
+        if context.args:
+            await self._reply(update, await self._set_model(chat, context.args[0]))
+            return
+        chosen = await self.engine.store.preferred_model(chat.base)
+        text = f"Model: {await self._model_words(chat)}.\nPick one, or send /model <name> (a full id works too):"
+        names = [n for n in listed_models(self.settings.model_aliases) if not n.startswith("claude-")]  # short ones
+        keyboard = model_keyboard(names, chosen)
+        message = update.effective_message
+        if message is not None:
+            await send("reply", lambda: message.reply_text(text, reply_markup=keyboard))
+
+    async def _set_model(self, chat: ChatSession, name: str) -> str:
+        """Make `name` the chat's model (`default`: none of its own); what the chat is told."""
         store = self.engine.store
-        if not context.args:
-            current = await store.preferred_model(key)
-            shown = current or self.settings.default_model or "the CLI's default"
-            choices = ", ".join(listed_models(self.settings.model_aliases))
-            await self._reply(update, f"Model: {shown}.\nSet one with /model <name>: {choices}, or a full id.")
-            return
-        name = context.args[0]
         if name.lower() == "default":
-            await store.set_preferred_model(key, None)
-            await self._reply(update, "Model reset to the default.")
-            return
+            await store.set_preferred_model(chat.base, None)
+            return f"Model reset to the default ({await self._model_words(chat)})."
         try:
             model = resolve_model(name, aliases=self.settings.model_aliases)
         except UnknownModel:
-            await self._reply(update, f"⚠️ Unknown model {name!r}. Try opus, sonnet or haiku.")
-            return
-        await store.set_preferred_model(key, model)
-        await self._reply(update, f"Model set to {model} for this chat, from the next message on.")
+            return f"⚠️ Unknown model {name!r}. Try opus, sonnet or haiku."
+        await store.set_preferred_model(chat.base, model)
+        return f"Model set to {model} for this chat, from the next message on."
+
+    async def _model_words(self, chat: ChatSession) -> str:
+        """The chat's model as /status and /model say it: the one chosen (and where), and the model that
+        gave the last answer when that is another (the CLI's default, a fallback)."""
+        chosen = await self.engine.store.preferred_model(chat.base)
+        last = (await self.engine.store.usage(chat.key)).last_model
+        if chosen or self.settings.default_model:
+            words = f"{chosen} (this chat's choice)" if chosen else f"{self.settings.default_model} (DEFAULT_MODEL)"
+            return words + (
+                f", last answer from {last}" if last and last != (chosen or self.settings.default_model) else ""
+            )
+        return f"the CLI's default (last answer from {last})" if last else "the CLI's default"
 
     async def _mode(self, update: Update, context: Context) -> None:
         key = (await self._chat(update)).base
@@ -515,27 +541,27 @@ class ClaudeBot:
         store = self.engine.store
         record = await store.get(chat.key)
         usage = await store.usage(chat.key)
-        model = await store.preferred_model(chat.base) or (record.model if record else "") or "default"
         lines = [
-            f"Session: {record.session_id[:8]}… ({record.turns} turn{'' if record.turns == 1 else 's'})"
+            f"Session: {record.session_id[:8]}… ({record.turns} turn{'' if record.turns == 1 else 's'} in it)"
             if record
             else "Session: none yet",
-            f"Model: {model}",
+            f"Model: {await self._model_words(chat)}",
             f"Mode: {describe_mode(await store.permission_mode(chat.base) or self.settings.telegram_permission_mode)}",
         ]
         if chat.project:
             lines.insert(0, f"Project: {chat.project}")
         progress = chat.progress
         if chat.busy and progress is not None:
-            last = progress.tools[-1] if progress.tools else "thinking"
-            lines.append(f"Running: {format_duration(progress.elapsed)}, last: {last}")
+            lines.append(f"Running: {format_duration(progress.elapsed)}, now {progress.doing}")
         else:
             lines.append("Running: nothing")
         if chat.jobs:
             lines.append(f"Queued: {len(chat.jobs)}")
+        unanswered = usage.turns - usage.answered
         lines.append(
-            f"Usage: {usage.turns} turn{'' if usage.turns == 1 else 's'}, {usage.prompt_tokens:,} tokens in, "
-            f"{usage.completion_tokens:,} out, "
+            f"Usage, all sessions here: {usage.turns} turn{'' if usage.turns == 1 else 's'}"
+            + (f" ({unanswered} without an answer)" if unanswered else "")
+            + f", {usage.prompt_tokens:,} tokens in, {usage.completion_tokens:,} out, "
             f"${usage.cost_usd:.4f} at API prices"
         )
         lines += limit_lines(self.engine.limits)

@@ -223,7 +223,7 @@ class ChatSession:
                 if isinstance(event, ToolActivity):
                     progress.tool(event)
                 elif isinstance(event, AnswerDelta):
-                    progress.answer += event.text
+                    progress.write(event.text)
                 elif isinstance(event, ApprovalWaiting):
                     progress.approval = event.description
                 elif isinstance(event, ApprovalDone):

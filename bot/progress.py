@@ -63,16 +63,33 @@ class Progress:
     _paused_until: float = 0.0
     _draft_id: int = field(default_factory=lambda: next(_draft_ids))
     _draft_shown: str = ""
+    _writing: bool = False  # text came after the last tool call
     _task: asyncio.Task[None] | None = None
 
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
+    @property
+    def doing(self) -> str:
+        """What the turn is doing right now, in a few words."""
+        if self.approval:
+            return f"waiting for approval: {self.approval}"
+        if self.waiting_for_slot:
+            return "waiting for a free Claude Code slot"
+        if self._writing:
+            return "writing the answer"
+        return self.tools[-1] if self.tools else "thinking"
+
     def tool(self, activity: ToolActivity) -> None:
         self.waiting_for_slot = False
+        self._writing = False
         self.tool_names.append(activity.name)
         self.tools.append(activity.description)
+
+    def write(self, text: str) -> None:
+        self.answer += text
+        self._writing = True
 
     def render(self) -> str:
         lines = [f"⏳ Working · {format_duration(self.elapsed)}"]

@@ -1,5 +1,5 @@
-"""Where a chat works: its project (PROJECTS) and the Claude Code session it continues (/resume),
-as a chat shows them: texts and buttons. The choosing itself is `ClaudeBot`'s (bot.app)."""
+"""Where a chat works: its project (PROJECTS), the Claude Code session it continues (/resume) and its
+model (/model), as a chat shows them: texts and buttons. The choosing itself is `ClaudeBot`'s (bot.app)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from core import SessionSummary
 
 PROJECT_PREFIX = "project:"  # + the project's name (at most 48 bytes, see core.projects)
 RESUME_PREFIX = "resume:"  # + a session id (36 characters)
+MODEL_PREFIX = "model:"  # + a model name, or "default"
 SHOWN_PROMPT = 48  # characters of a session's first prompt on its button
 
 
@@ -37,4 +38,16 @@ def session_keyboard(sessions: list[SessionSummary], current: str | None) -> Inl
         [InlineKeyboardButton(session_label(s, s.session_id == current), callback_data=RESUME_PREFIX + s.session_id)]
         for s in sessions
     ]
+    return InlineKeyboardMarkup(rows)
+
+
+def model_keyboard(names: list[str], current: str | None) -> InlineKeyboardMarkup:
+    """One button per model (an alias longer than Telegram's 64-byte button data is left to `/model NAME`),
+    and one for the default; the chat's choice is ticked."""
+    fits = [n for n in names if len((MODEL_PREFIX + n).encode()) <= 64]
+    buttons = [InlineKeyboardButton(("✅ " if n == current else "") + n, callback_data=MODEL_PREFIX + n) for n in fits]
+    rows = [buttons[i : i + 3] for i in range(0, len(buttons), 3)]
+    rows.append(
+        [InlineKeyboardButton(("✅ " if not current else "") + "default", callback_data=MODEL_PREFIX + "default")]
+    )
     return InlineKeyboardMarkup(rows)

@@ -47,10 +47,14 @@ class LedgerEntry:
 
 @dataclass(frozen=True)
 class UsageTotals:
+    """A conversation's turns over all its sessions (a session's own count is `Conversation.turns`)."""
+
     turns: int
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
+    answered: int = 0  # the turns that ended with an answer; the others failed, were stopped or timed out
+    last_model: str = ""  # the model that gave the latest answer
 
 
 @dataclass(frozen=True)
@@ -362,14 +366,18 @@ class SessionStore:
         await self.db.commit()
 
     async def usage(self, key: str) -> UsageTotals:
+        answered = "outcome IN ('ok', 'error_max_turns')"
         query = (
             "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),"
-            " COALESCE(SUM(cost_usd), 0) FROM turns WHERE key = ?"
+            f" COALESCE(SUM(cost_usd), 0), COALESCE(SUM({answered}), 0) FROM turns WHERE key = ?"
         )
         async with self.db.execute(query, (key,)) as cursor:
             row = await cursor.fetchone()
         assert row is not None
-        return UsageTotals(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
+        last = f"SELECT model FROM turns WHERE key = ? AND {answered} ORDER BY finished_at DESC, id DESC LIMIT 1"
+        async with self.db.execute(last, (key,)) as cursor:
+            model = await cursor.fetchone()
+        return UsageTotals(int(row[0]), int(row[1]), int(row[2]), float(row[3]), int(row[4]), model[0] if model else "")
 
     async def usage_by_day(self, since: float) -> list[UsageRow]:
         """Turns, tokens and cost per local day, face and model, since a Unix time; newest day first."""

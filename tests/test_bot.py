@@ -256,20 +256,39 @@ async def test_new_starts_a_fresh_session(bot: Daemon, telegram: FakeTelegram, m
 async def test_model_and_status(bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic) -> None:
     telegram.user_sends("/model")
     await wait_answer(telegram, "Model: the CLI's default")
+    offer = next(m for m in telegram.sent_to(USER) if m.text.startswith("Model: the CLI's default"))
+    pressed = [b["callback_data"] for row in offer.reply_markup["inline_keyboard"] for b in row]  # type: ignore[index]
+    assert pressed == ["model:opus", "model:sonnet", "model:haiku", "model:default"]
     telegram.user_sends("/model gpt-9")
     await wait_answer(telegram, "Unknown model 'gpt-9'")
-    telegram.user_sends("/model claude-haiku-4")
+    telegram.user_presses(offer, "model:haiku")
     await wait_answer(telegram, "Model set to haiku")
     telegram.user_sends("which model?")
     await wait_answer(telegram, "MOCK reply to: which model?")
     assert "haiku" in mock_api.requests[-1]["model"]
     await wait_idle(bot, telegram)
+    telegram.user_sends("ERR400 fail once")
+    await wait_answer(telegram, "The Anthropic API failed")
+    await wait_idle(bot, telegram)
     telegram.user_sends("/status")
-    await wait_answer(telegram, "Usage: 1 turn,")
+    await wait_answer(telegram, "Usage, all sessions here:")
     status = next(t for t in answers(telegram) if t.startswith("Session:"))
     record = await bot.engine.store.get(f"tg:{USER}")
     assert record is not None and record.session_id[:8] in status
-    assert "Model: haiku" in status and "Running: nothing" in status
+    # The session's turns and the chat's turns are told apart, and so is the one that got no answer.
+    assert "(1 turn in it)" in status and "Usage, all sessions here: 2 turns (1 without an answer)," in status
+    assert "Model: haiku (this chat's choice)" in status and "Running: nothing" in status
+    telegram.user_presses(offer, "model:default")
+    await wait_answer(telegram, "Model reset to the default (the CLI's default (last answer from")
+    telegram.user_sends("LONG300 SLOW")
+    await telegram.wait_for(
+        lambda: any("w20 " in c.params.get("text", "") for c in telegram.calls_of("sendMessageDraft"))
+    )
+    telegram.user_sends("/status")
+    await telegram.wait_for(lambda: any("s, now " in t for t in answers(telegram)))
+    running = next(t for t in answers(telegram) if "s, now " in t)
+    assert ", now writing the answer" in running, running
+    assert "Model: the CLI's default (last answer from claude-haiku" in running, running
 
 
 # -- failures ----------------------------------------------------------------------------------
