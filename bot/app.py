@@ -29,7 +29,7 @@ from telegram.ext import (
 
 from bot.approvals import PREFIX as APPROVAL_PREFIX
 from bot.approvals import ApprovalDesk
-from bot.calls import send
+from bot.calls import quiet_handled_flood_control, send
 from bot.chat import ChatSession, Job, place_of
 from bot.limits_text import crossing_text, limit_lines
 from bot.progress import STOP_DATA
@@ -148,6 +148,7 @@ class ClaudeBot:
             .rate_limiter(AIORateLimiter(max_retries=0))
             .build()
         )
+        quiet_handled_flood_control()
         self.desk = ApprovalDesk(self.application.bot, engine.approvals, settings)
         self._register()
         self.started = False

@@ -17,6 +17,21 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 log = logging.getLogger("bot.calls")
 
+
+class _HandledFloodControl(logging.Filter):
+    """PTB's rate limiter, told not to retry (`send()` does), logs every 429 as an error with a traceback
+    before raising it; `send()` handles it and logs one line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Rate limit hit after maximum")
+
+
+def quiet_handled_flood_control() -> None:
+    limiter = logging.getLogger("telegram.ext.AIORateLimiter")
+    if not any(isinstance(f, _HandledFloodControl) for f in limiter.filters):
+        limiter.addFilter(_HandledFloodControl())
+
+
 T = TypeVar("T")
 
 MAX_FLOOD_WAIT = 120.0  # never wait longer than this for one call
@@ -47,11 +62,26 @@ def _wait(state: RetryCallState) -> float:
     return _backoff(state)
 
 
+def _log_wait(what: str) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, RetryAfter):
+            log.info("telegram_flood call=%s retry_after=%.0f", what, retry_after_seconds(error))
+        else:
+            log.info("telegram_retry call=%s attempt=%d error=%s", what, state.attempt_number, error)
+
+    return before_sleep
+
+
 async def send(what: str, call: Callable[[], Awaitable[T]], *, attempts: int = 4) -> T | None:
     """Run one Bot API call with retries; None if it failed for good."""
     try:
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception(_worth_retrying), wait=_wait, stop=stop_after_attempt(attempts), reraise=True
+            retry=retry_if_exception(_worth_retrying),
+            wait=_wait,
+            stop=stop_after_attempt(attempts),
+            reraise=True,
+            before_sleep=_log_wait(what),
         ):
             with attempt:
                 return await call()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -294,7 +295,10 @@ async def test_model_and_status(bot: Daemon, telegram: FakeTelegram, mock_api: M
 # -- failures ----------------------------------------------------------------------------------
 
 
-async def test_flood_control_on_edits_and_on_the_answer(bot: Daemon, telegram: FakeTelegram) -> None:
+async def test_flood_control_on_edits_and_on_the_answer(
+    bot: Daemon, telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
     telegram.fail_next("editMessageText", Fault(429, "Too Many Requests: retry after 2", retry_after=2))
     telegram.user_sends("LONG60 SLOW")
     await telegram.wait_for(lambda: telegram.calls_of("editMessageText"))
@@ -307,6 +311,9 @@ async def test_flood_control_on_edits_and_on_the_answer(bot: Daemon, telegram: F
     flooded_send = next(c for c in sends if c.status == 429)
     delivered = next(c for c in sends if c.status == 200 and "w59" in c.params.get("text", ""))
     assert delivered.at - flooded_send.at >= 1.9, "the answer waited for retry_after, and was not lost"
+    # Handled flood control is one info line per wait, not an error with a traceback.
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert any("telegram_flood call=answer retry_after=2" in r.getMessage() for r in caplog.records)
 
 
 async def test_edit_rate_and_no_identical_edits(bot: Daemon, telegram: FakeTelegram) -> None:
