@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from bot.approvals import PREFIX as APPROVAL_PREFIX
 from bot.approvals import ApprovalDesk
 from bot.calls import quiet_handled_flood_control, send
 from bot.chat import ChatSession, Job, place_of
+from bot.late import LATE_PREFIX, late_keyboard, late_question, waited
 from bot.limits_text import crossing_text, limit_lines
 from bot.progress import STOP_DATA
 from bot.summary import without_summary
@@ -152,6 +154,7 @@ class ClaudeBot:
         self.desk = ApprovalDesk(self.application.bot, engine.approvals, settings)
         self._register()
         self.started = False
+        self.started_at = time.time()  # (set again when polling starts) messages sent before it waited
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -168,6 +171,7 @@ class ClaudeBot:
             return False
         await send("set_my_commands", lambda: app.bot.set_my_commands(COMMANDS))
         assert app.updater is not None
+        self.started_at = time.time()
         await app.updater.start_polling(
             poll_interval=0, timeout=10, allowed_updates=["message", "callback_query"],
             error_callback=lambda exc: log.warning("telegram_polling_error error=%s", exc),
@@ -278,9 +282,28 @@ class ClaudeBot:
     async def _queue(self, update: Update, prompt: Prompt) -> None:
         message = update.effective_message
         chat = await self._chat(update)
-        ahead = chat.submit(Job(prompt, message.message_id if message else None))
+        job = Job(prompt, message.message_id if message else None)
+        age = waited(message, self.started_at) if message is not None else None
+        if message is not None and age is not None:  # sent while the daemon was down: asked about first
+            chat.held[message.message_id] = job
+            log.info("telegram_late_message chat=%s waited_s=%.0f", chat.chat_id, age)
+            keyboard = late_keyboard(message.message_id)
+            await send("reply", lambda: message.reply_text(late_question(age), reply_markup=keyboard))
+            return
+        ahead = chat.submit(job)
         if ahead == 1 and chat.busy:
             await self._reply(update, "📥 Queued: I will answer this after the current turn (/stop cancels).")
+
+    async def _late(self, chat: ChatSession, data: str) -> str:
+        """A press on Run it / Skip under a message that waited; what its question becomes."""
+        action, _, ident = data.removeprefix(LATE_PREFIX).partition(":")
+        job = chat.held.pop(int(ident), None) if ident.isdigit() else None
+        if job is None:
+            return "That message is no longer waiting: send it again if you still want it."
+        if action != "run":
+            return "✖️ Skipped: nothing was sent to Claude."
+        ahead = chat.submit(job)
+        return "▶️ Running it." if not ahead else "▶️ Queued: it runs after the current turn."
 
     async def _text(self, update: Update, context: Context) -> None:
         message = update.effective_message
@@ -369,6 +392,15 @@ class ClaudeBot:
             await send("answer_callback", lambda: query.answer(toast))
             return
         data = query.data or ""
+        if data.startswith(LATE_PREFIX) and query.message is not None:
+            answer = await self._late(await self._chat(update), data)
+            await send("answer_callback", lambda: query.answer())
+            asked = query.message
+            text = f"{asked.text}\n{answer}" if isinstance(asked, Message) and asked.text else answer
+            await send(
+                "late_answered", lambda: self.application.bot.edit_message_text(text, asked.chat.id, asked.message_id)
+            )
+            return
         if data.startswith((PROJECT_PREFIX, RESUME_PREFIX, MODEL_PREFIX)):
             chat = await self._chat(update)
             if data.startswith(PROJECT_PREFIX):

@@ -84,6 +84,7 @@ class ChatSession:
         self._engine = engine
         self._settings = settings
         self.jobs: deque[Job] = deque()
+        self.held: dict[int, Job] = {}  # messages that waited while the daemon was down, until Run it or Skip
         self.current: Job | None = None
         self.turn: Turn | None = None
         self._workdir = settings.workdir  # the running turn's project directory: files are sent only from it

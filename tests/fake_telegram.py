@@ -108,11 +108,11 @@ class FakeTelegram:
         self._new_update.set()
         return update
 
-    def _message(self, user_id: int, chat_id: int, **content: Any) -> dict[str, Any]:
+    def _message(self, user_id: int, chat_id: int, sent_ago: float = 0, **content: Any) -> dict[str, Any]:
         chat_type = "private" if chat_id == user_id else "group"
         return {
             "message_id": next(self._message_ids),
-            "date": int(time.time()),
+            "date": int(time.time() - sent_ago),
             "chat": {
                 "id": chat_id,
                 "type": chat_type,
@@ -129,14 +129,17 @@ class FakeTelegram:
         chat_id: int | None = None,
         topic: int | None = None,
         replying_to: SentMessage | None = None,
+        sent_ago: float = 0,
     ) -> dict[str, Any]:
         """A text message; with `topic`, in that forum topic of the supergroup `chat_id`; `replying_to` one of
-        the bot's messages."""
+        the bot's messages; `sent_ago` seconds ago (Telegram kept it while the bot did not poll)."""
         entities = []
         if text.startswith("/"):
             command = text.split()[0]
             entities = [{"type": "bot_command", "offset": 0, "length": utf16_len(command)}]
-        message = self._message(user_id, chat_id or user_id, text=text, **({"entities": entities} if entities else {}))
+        message = self._message(
+            user_id, chat_id or user_id, sent_ago, text=text, **({"entities": entities} if entities else {})
+        )
         if replying_to is not None:
             message["reply_to_message"] = {
                 "message_id": replying_to.message_id, "date": int(time.time()), "text": replying_to.text,

@@ -222,3 +222,32 @@ async def test_new_says_what_queued_messages_it_dropped(
     telegram.user_sends("/new")
     fresh = await reply_with(telegram, "Fresh session")
     assert fresh.text.endswith("Dropped 2 queued messages."), fresh.text
+
+
+async def test_messages_that_waited_while_the_daemon_was_down_are_asked_about(
+    start_bot: Callable[..., object], telegram: FakeTelegram, mock_api: MockAnthropic
+) -> None:
+    def sent_to_claude(text: str) -> bool:
+        return any(text in json.dumps(body.get("messages")) for body in mock_api.requests)
+
+    await start_bot()  # type: ignore[operator]
+    telegram.user_sends("deploy now", sent_ago=2 * 3600 + 270)
+    telegram.user_sends("and tidy up", sent_ago=5400 - 30)
+    first = await reply_with(telegram, "waited 2 h 5 min while I was offline. Run it now?")
+    second = await reply_with(telegram, "waited 1 h 30 min while I was offline")
+    run, skip = buttons(first)
+    assert run[0] == "▶️ Run it" and run[1].startswith("late:run:") and skip[0] == "✖️ Skip"
+    telegram.user_sends("what time is it?")  # sent now: answered at once
+    await reply_with(telegram, "MOCK reply to: what time is it?")
+    assert not sent_to_claude("deploy now") and not sent_to_claude("and tidy up"), "nothing ran unasked"
+    telegram.user_presses(second, buttons(second)[1][1])
+    await telegram.wait_for(lambda: second.text.endswith("✖️ Skipped: nothing was sent to Claude."))
+    assert second.reply_markup is None
+    telegram.user_presses(first, run[1])
+    await reply_with(telegram, "MOCK reply to: deploy now")
+    assert first.text.endswith("▶️ Running it.") and not sent_to_claude("and tidy up")
+    telegram.user_presses(first, run[1])  # pressed again (an old keyboard): it ran once
+    await telegram.wait_for(lambda: "no longer waiting" in first.text)
+    telegram.user_sends("done?")
+    await reply_with(telegram, "MOCK reply to: done?")
+    assert [t for t in mock_api.user_texts() if t.endswith(("deploy now", "done?", "tidy up"))] == ["deploy now", "done?"]
