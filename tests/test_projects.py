@@ -250,4 +250,7 @@ async def test_messages_that_waited_while_the_daemon_was_down_are_asked_about(
     await telegram.wait_for(lambda: "no longer waiting" in first.text)
     telegram.user_sends("done?")
     await reply_with(telegram, "MOCK reply to: done?")
-    assert [t for t in mock_api.user_texts() if t.endswith(("deploy now", "done?", "tidy up"))] == ["deploy now", "done?"]
+    assert [t for t in mock_api.user_texts() if t.endswith(("deploy now", "done?", "tidy up"))] == [
+        "deploy now",
+        "done?",
+    ]
