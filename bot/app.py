@@ -28,6 +28,7 @@ from telegram.ext import (
     filters,
 )
 
+from bot.albums import Albums, Upload, upload_prompt
 from bot.approvals import PREFIX as APPROVAL_PREFIX
 from bot.approvals import ApprovalDesk
 from bot.calls import quiet_handled_flood_control, send
@@ -151,6 +152,7 @@ class ClaudeBot:
             .build()
         )
         quiet_handled_flood_control()
+        self.albums = Albums(self._queue)
         self.desk = ApprovalDesk(self.application.bot, engine.approvals, settings)
         self._register()
         self.started = False
@@ -201,6 +203,7 @@ class ClaudeBot:
         if not self.started:
             return
         await self.stop_polling()
+        await self.albums.stop()
         for chat in list(self.chats.values()):
             await chat.close()
         await self.application.stop()
@@ -316,10 +319,27 @@ class ClaudeBot:
         await self._queue(update, with_quote(message, message.text or ""))
 
     async def _file(self, update: Update, context: Context) -> None:
+        """A photo or document: saved in the project, and the prompt says where (a photo Claude also sees).
+        The items of an album are one prompt."""
         message = update.effective_message
         chat = update.effective_chat
         if message is None or chat is None:
             return
+        album = f"{chat.id}:{message.media_group_id}" if message.media_group_id else None
+        if album is None:
+            upload = await self._take(update, message, chat.id)
+            if upload is not None:
+                await self._queue(update, upload_prompt([upload]))
+            return
+        self.albums.expect(album, update, message.message_id)
+        upload = None
+        try:
+            upload = await self._take(update, message, chat.id)
+        finally:
+            self.albums.add(album, upload)
+
+    async def _take(self, update: Update, message: Message, chat_id: int) -> Upload | None:
+        """Download a photo or document into the chat's project; None (and the user told why) if it cannot."""
         if message.document is not None:
             item: Any = message.document
             name, kind = message.document.file_name, "file"
@@ -327,28 +347,24 @@ class ClaudeBot:
             item, name, kind = message.photo[-1], "photo.jpg", "photo"
         try:
             check_size(item.file_size, self.settings.telegram_max_file_mb)
-            path = upload_path(self._workdir(await self._chat(update)), chat.id, name, default=kind)
+            workdir = self._workdir(await self._chat(update))
+            path = upload_path(workdir, chat_id, name, default=kind, message_id=message.message_id)
             telegram_file = await item.get_file()
             await telegram_file.download_to_drive(path)
         except (UploadRefused, ProjectError) as exc:
             await self._reply(update, f"⚠️ I could not take that {kind}: {exc}")
-            return
+            return None
         except TelegramError as exc:
             await self._reply(update, f"⚠️ I could not download that {kind}: {exc.message}")
-            return
-        log.info("telegram_upload chat=%s path=%s bytes=%s", chat.id, path, path.stat().st_size)
-        note = f"[The user sent a {kind}, saved at {path}]"
-        caption = (message.caption or "").strip()
-        text = f"{caption}\n\n{note}" if caption else f"{note}\nLook at it and tell me what it is."
+            return None
+        log.info("telegram_upload chat=%s path=%s bytes=%s", chat_id, path, path.stat().st_size)
+        image = None
         if kind == "photo":  # Telegram photos are JPEGs: Claude sees the picture itself, not only its path
             try:
                 image = image_block_from_bytes("image/jpeg", await asyncio.to_thread(path.read_bytes))
             except BadImage as exc:
-                log.info("telegram_photo_not_passed chat=%s reason=%s", chat.id, exc)
-            else:
-                await self._queue(update, [{"type": "text", "text": text}, image])
-                return
-        await self._queue(update, text)
+                log.info("telegram_photo_not_passed chat=%s reason=%s", chat_id, exc)
+        return Upload(message.message_id, kind, path, (message.caption or "").strip(), image)
 
     async def _voice(self, update: Update, context: Context) -> None:
         """A voice or audio message: transcribed, shown back, and the text is the prompt."""

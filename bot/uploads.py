@@ -20,10 +20,12 @@ def safe_name(name: str | None, default: str = "file") -> str:
     return cleaned or default
 
 
-def upload_path(workdir: Path, chat_id: int, name: str | None, default: str = "file") -> Path:
+def upload_path(workdir: Path, chat_id: int, name: str | None, default: str = "file", message_id: int = 0) -> Path:
+    """Where an upload is saved: `uploads/<chat>/<time>-<message id>-<safe name>` (the photos of an album
+    arrive in the same second, all named photo.jpg)."""
     folder = (workdir / "uploads" / str(chat_id)).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    path = (folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_name(name, default)}").resolve()
+    path = (folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{message_id}-{safe_name(name, default)}").resolve()
     if path.parent != folder:  # cannot happen with safe_name; a last guard against traversal
         raise UploadRefused("that file name is not allowed")
     return path

@@ -155,11 +155,15 @@ class FakeTelegram:
                    "is_animated": False, "is_video": False}  # fmt: skip
         self._push({"message": self._message(user_id, user_id, sticker=sticker)})
 
-    def user_sends_document(self, name: str, data: bytes, caption: str = "", user_id: int = 111) -> None:
+    def user_sends_document(
+        self, name: str, data: bytes, caption: str = "", user_id: int = 111, album: str | None = None
+    ) -> None:
         file_id = f"doc{len(self.files)}"
         self.files[file_id] = (f"documents/{file_id}.bin", data)
         document = {"file_id": file_id, "file_unique_id": f"u-{file_id}", "file_name": name, "file_size": len(data)}
-        extra = {"caption": caption} if caption else {}
+        extra: dict[str, Any] = {"caption": caption} if caption else {}
+        if album is not None:
+            extra["media_group_id"] = album
         self._push({"message": self._message(user_id, user_id, document=document, **extra)})
 
     def user_sends_voice(self, data: bytes, size: int | None = None, user_id: int = 111) -> None:
@@ -170,12 +174,15 @@ class FakeTelegram:
                  "file_size": len(data) if size is None else size}  # fmt: skip
         self._push({"message": self._message(user_id, user_id, voice=voice)})
 
-    def user_sends_photo(self, data: bytes, caption: str = "", user_id: int = 111) -> None:
+    def user_sends_photo(self, data: bytes, caption: str = "", user_id: int = 111, album: str | None = None) -> None:
+        """A photo; with `album`, one of the photos sent together (each a message sharing its media_group_id)."""
         file_id = f"photo{len(self.files)}"
         self.files[file_id] = (f"photos/{file_id}.jpg", data)
         sizes = [{"file_id": file_id, "file_unique_id": f"u-{file_id}", "width": 90, "height": 90,
                   "file_size": len(data)}]  # fmt: skip
-        extra = {"caption": caption} if caption else {}
+        extra: dict[str, Any] = {"caption": caption} if caption else {}
+        if album is not None:
+            extra["media_group_id"] = album
         self._push({"message": self._message(user_id, user_id, photo=sizes, **extra)})
 
     def user_presses(self, message: SentMessage, data: str, user_id: int = 111) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -399,6 +400,31 @@ async def test_documents_and_photos_are_saved_safely(
     telegram.user_sends_document("huge.bin", b"x" * (int(big * 1024 * 1024) + 1))
     await wait_answer(telegram, "I could not take that file")
     assert len(list(uploads.iterdir())) == 2
+
+
+async def test_an_album_of_photos_is_one_turn(bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic) -> None:
+    telegram.user_sends_photo(TINY_JPEG, caption="compare these", album="g1")
+    telegram.user_sends_photo(TINY_JPEG, album="g1")
+    telegram.user_sends_photo(TINY_JPEG, album="g1")
+    await wait_answer(telegram, "MOCK reply to:")
+    await wait_idle(bot, telegram)
+    turns = [r for r in mock_api.requests if "sent 3 photos together" in json.dumps(r["messages"])]
+    assert turns, "the three photos reached Claude as one prompt"
+    last_user = [m for m in turns[0]["messages"] if m["role"] == "user"][-1]
+    assert [b["type"] for b in last_user["content"]].count("image") == 3
+    text = next(b["text"] for b in last_user["content"] if b.get("type") == "text" and "together" in b["text"])
+    assert text.startswith("compare these\n\n[The user sent 3 photos together, saved at:\n- ")
+    assert len(list((bot.settings.workdir / "uploads" / str(USER)).iterdir())) == 3, "none overwrote another"
+    assert len(answers(telegram)) == 1 and len(status_messages(telegram, gone=True)) == 1, "one turn"
+    # An item that cannot be taken is said, and the rest of its album still makes one turn.
+    big = bot.settings.telegram_max_file_mb
+    telegram.user_sends_document("notes.txt", b"some notes", album="g2")
+    telegram.user_sends_document("huge.bin", b"x" * (int(big * 1024 * 1024) + 1), album="g2")
+    await wait_answer(telegram, "I could not take that file")
+    await telegram.wait_for(lambda: any("[The user sent a file, saved at" in json.dumps(r["messages"])
+                                        for r in mock_api.requests), within=30)  # fmt: skip
+    await wait_idle(bot, telegram)
+    assert len(status_messages(telegram, gone=True)) == 2
 
 
 async def test_drafts_stream_the_answer_in_private_chats(bot: Daemon, telegram: FakeTelegram) -> None:
