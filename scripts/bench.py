@@ -30,7 +30,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.mock_anthropic import MockAnthropic  # noqa: E402
+from bot.render import draft, render  # noqa: E402
+from tests.mock_anthropic import MockAnthropic, long_markdown  # noqa: E402
 
 CLI_FLAGS = ["-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose",
              "--include-partial-messages", "--permission-mode", "bypassPermissions", "--model", "sonnet"]  # fmt: skip
@@ -264,6 +265,25 @@ async def settle(mark: str, at_most: int) -> None:
         await asyncio.sleep(0.01)
 
 
+def rendering_rows() -> list[tuple[str, str]]:
+    """The bot's CPU per draft while Claude writes (once a second per turn) and per answer, for a 20 KB
+    Markdown answer: its whole text (render) and the draft of it and of its first half (draft)."""
+    answer = long_markdown()
+    rows = []
+    for name, work in (
+        (f"Telegram: answer of {len(answer) // 1000} KB rendered into messages", lambda: render(answer)),
+        (f"Telegram: draft of that answer ({len(answer) // 1000} KB so far)", lambda: draft(answer)),
+        ("Telegram: draft of its first half", lambda: draft(answer[: len(answer) // 2])),
+    ):
+        times = []
+        for _ in range(50):
+            started = time.process_time()
+            work()
+            times.append(time.process_time() - started)
+        rows.append((name, f"{statistics.median(times) * 1000:.1f} ms CPU"))
+    return rows
+
+
 def machine() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -417,6 +437,7 @@ async def main(args: argparse.Namespace) -> None:
     rows.append(("daemon RSS idle / under 16 streams", f"{idle_rss:.0f} / {peak['rss']:.0f} MB"))
     rows.append(("CLI processes before / peak during / after idle / after stop",
                  f"{before} / {peak['clis']} / {after_idle} / {after_stop}"))  # fmt: skip
+    rows += rendering_rows()
 
     width = max(len(name) for name, _ in rows)
     cpu = machine()
