@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from telegram import BotCommand, Message, Update
+from telegram import BotCommand, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ChatType
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import (
@@ -36,7 +36,7 @@ from bot.chat import ChatSession, Job, place_of
 from bot.late import LATE_PREFIX, late_keyboard, late_question, waited
 from bot.limits_text import crossing_text, limit_lines
 from bot.progress import STOP_DATA
-from bot.summary import without_summary
+from bot.summary import at_api_prices, without_summary
 from bot.uploads import UploadRefused, check_size, upload_path
 from bot.voice import NOT_SET_UP, TranscriptionFailed, transcribe
 from bot.workspace import (
@@ -61,6 +61,7 @@ from core import (
     Turn,
     TurnFailed,
     UnknownModel,
+    family,
     format_duration,
     image_block_from_bytes,
     listed_models,
@@ -148,6 +149,9 @@ class ClaudeBot:
             .base_url(f"{root}/bot")
             .base_file_url(f"{root}/file/bot")
             .concurrent_updates(True)
+            # A second connection for getUpdates: the call that marks the last updates read at shutdown must not
+            # wait for the long poll's (a pool timeout there and Telegram delivers those updates again).
+            .get_updates_connection_pool_size(2)
             .rate_limiter(AIORateLimiter(max_retries=0))
             .build()
         )
@@ -314,7 +318,7 @@ class ClaudeBot:
             return
         chat = update.effective_chat
         if chat is not None and await self.desk.typed(chat.id, message.text or "", update.effective_user):
-            await self._reply(update, "✍️ Got it: that goes to Claude with the prompt.")
+            await self._reply(update, "✍️ Got it: Claude reads that as your answer to the prompt.")
             return
         await self._queue(update, with_quote(message, message.text or ""))
 
@@ -393,9 +397,10 @@ class ClaudeBot:
 
     async def _stop(self, update: Update, context: Context) -> None:
         state, dropped = (await self._chat(update)).stop()
-        text = {"idle": "Nothing is running.", "already stopping": "Already stopping.", "stopping": "⏹ Stopping."}[
-            state
-        ]
+        text = {
+            "idle": "Nothing is running.", "already stopping": "Already stopping.",
+            "stopping": "⏹ Stopping. The conversation is kept: send a message to go on.",
+        }[state]  # fmt: skip
         if dropped:
             text += f" Dropped {dropped} queued message{'s' if dropped > 1 else ''}."
         await self._reply(update, text)
@@ -429,15 +434,32 @@ class ClaudeBot:
             await send(
                 "reply", lambda: self.application.bot.send_message(chat.chat_id, text, message_thread_id=chat.thread_id)
             )
+            listing, ticked = query.message, await self._choices(chat, data)
+            if ticked is not None and isinstance(listing, Message):  # the listing ticks the new choice
+                await send("listing_ticked", lambda: listing.edit_reply_markup(reply_markup=ticked))
             return
         if data != STOP_DATA:
             await send("answer_callback", lambda: query.answer())
             return
-        state, _ = (await self._chat(update)).stop()
+        state, dropped = (await self._chat(update)).stop()
         text = {"idle": "Nothing is running.", "already stopping": "Already stopping.", "stopping": "Stopping…"}[state]
+        if dropped:
+            text += f" Dropped {dropped} queued message{'s' if dropped > 1 else ''}."
         await send("answer_callback", lambda: query.answer(text))
 
     # -- where the chat works: /project, /resume ---------------------------------------------------
+
+    async def _choices(self, chat: ChatSession, data: str) -> InlineKeyboardMarkup | None:
+        """The /project or /model buttons with the chat's choice ticked, after a press on one of them."""
+        if data.startswith(PROJECT_PREFIX):
+            return project_keyboard(self.settings.project_dirs.names(), chat.project)
+        if data.startswith(MODEL_PREFIX):
+            return model_keyboard(self._model_names(), await self.engine.store.preferred_model(chat.base))
+        return None
+
+    def _model_names(self) -> list[str]:
+        """The models offered as buttons: the short names (a full id can still be typed)."""
+        return [n for n in listed_models(self.settings.model_aliases) if not n.startswith("claude-")]
 
     def _workdir(self, chat: ChatSession) -> Path:
         """The chat's project directory (`ProjectError` when it is gone), else CLAUDE_WORKDIR."""
@@ -477,7 +499,9 @@ class ClaudeBot:
         chat.project = name
         record = await self.engine.store.get(chat.key)
         goes_on = (
-            f"its session goes on ({record.turns} turns here)" if record else "your next message starts its session"
+            f"its session goes on ({record.turns} turn{'' if record.turns == 1 else 's'} here)"
+            if record
+            else "your next message starts its session"
         )
         log.info("telegram_project chat=%s project=%s", chat.chat_id, name)
         still = f" The running turn finishes in {running}." if running and running != name else ""
@@ -522,6 +546,7 @@ class ClaudeBot:
     async def _new(self, update: Update, context: Context) -> None:
         chat = await self._chat(update)
         state, dropped = chat.stop()
+        await chat.settled(self.settings.kill_grace + 5)  # what the stopped turn had written comes first
         forgot = await self.engine.forget(chat.key)
         text = "🆕 Fresh session: Claude no longer sees this chat's earlier messages."
         if state != "idle":
@@ -539,8 +564,7 @@ class ClaudeBot:
             return
         chosen = await self.engine.store.preferred_model(chat.base)
         text = f"Model: {await self._model_words(chat)}.\nPick one, or send /model <name> (a full id works too):"
-        names = [n for n in listed_models(self.settings.model_aliases) if not n.startswith("claude-")]  # short ones
-        keyboard = model_keyboard(names, chosen)
+        keyboard = model_keyboard(self._model_names(), chosen)
         message = update.effective_message
         if message is not None:
             await send("reply", lambda: message.reply_text(text, reply_markup=keyboard))
@@ -563,11 +587,11 @@ class ClaudeBot:
         gave the last answer when that is another (the CLI's default, a fallback)."""
         chosen = await self.engine.store.preferred_model(chat.base)
         last = (await self.engine.store.usage(chat.key)).last_model
-        if chosen or self.settings.default_model:
-            words = f"{chosen} (this chat's choice)" if chosen else f"{self.settings.default_model} (DEFAULT_MODEL)"
-            return words + (
-                f", last answer from {last}" if last and last != (chosen or self.settings.default_model) else ""
-            )
+        wanted = chosen or self.settings.default_model
+        if wanted:
+            words = f"{chosen} (this chat's choice)" if chosen else f"{wanted} (DEFAULT_MODEL)"
+            same = last in (wanted, "") or family(last) == wanted  # ("haiku" is answered by claude-haiku-…)
+            return words + ("" if same else f", last answer from {last}")
         return f"the CLI's default (last answer from {last})" if last else "the CLI's default"
 
     async def _mode(self, update: Update, context: Context) -> None:
@@ -593,7 +617,7 @@ class ClaudeBot:
         lines = [
             f"Session: {record.session_id[:8]}… ({record.turns} turn{'' if record.turns == 1 else 's'} in it)"
             if record
-            else "Session: none yet",
+            else ("Session: being started by the running turn" if chat.busy else "Session: none yet"),
             f"Model: {await self._model_words(chat)}",
             f"Mode: {describe_mode(await store.permission_mode(chat.base) or self.settings.telegram_permission_mode)}",
         ]
@@ -611,7 +635,7 @@ class ClaudeBot:
             f"Usage, all sessions here: {usage.turns} turn{'' if usage.turns == 1 else 's'}"
             + (f" ({unanswered} without an answer)" if unanswered else "")
             + f", {usage.prompt_tokens:,} tokens in, {usage.completion_tokens:,} out, "
-            f"${usage.cost_usd:.4f} at API prices"
+            f"{at_api_prices(usage.cost_usd)}"
         )
         lines += limit_lines(self.engine.limits)
         await self._reply(update, "\n".join(lines))

@@ -180,7 +180,7 @@ def verdict(shown: Shown, decision: Decision) -> str:
     if decision.by == "timeout":
         return f"⏱ Denied: {decision.message}"
     if decision.by == "stop":
-        return f"⏹ Withdrawn: {decision.message}"
+        return "⏹ Withdrawn: the turn was stopped."
     if shown.kind == "question":
         if not decision.allow:
             return f"Skipped by {decision.by}."
@@ -249,7 +249,7 @@ class ApprovalDesk:
             "permission_decided",
             lambda: self._bot.edit_message_text(final, shown.chat, shown.message_id, entities=shown.entities or None),
         )
-        if decision.by == "timeout":
+        if decision.by == "timeout" and prompt.face != "telegram":  # (a chat's own turn says it in its summary)
             await send(
                 "permission_timeout",
                 lambda: self._bot.send_message(
@@ -273,7 +273,8 @@ class ApprovalDesk:
             )
         if action == "d":
             message = {"question": f"{who} skipped the question.", "plan": f"{who} wants to keep planning."}
-            return self._decide(shown, Decision(False, who, message.get(shown.kind, f"Denied by {who}.")), "Done")
+            toast = {"question": "Skipped", "plan": "Keep planning"}.get(shown.kind, "Denied")
+            return self._decide(shown, Decision(False, who, message.get(shown.kind, f"Denied by {who}.")), toast)
         if action in ("r", "t"):
             self._typing[shown.chat] = (prompt_id, "reason" if action == "r" else "other")
             what = "why (Claude will read it)" if action == "r" else "your answer"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections import deque
@@ -16,9 +17,8 @@ from bot.errors import failure_text
 from bot.files_back import NOTE, SEND_FILE, SERVER, send_file
 from bot.progress import Progress
 from bot.render import Chunk, render, with_footer
-from bot.summary import DONE, FAILED, STOPPED, TIMED_OUT, summary_line
+from bot.summary import DONE, FAILED, STOPPED, STOPPED_HERE, outcome_of, summary_line, tool_log
 from core import (
-    ActivityTimeout,
     AnswerDelta,
     ApprovalDone,
     ApprovalWaiting,
@@ -59,9 +59,6 @@ def place_of(key: str, face: str) -> tuple[int, int | None] | None:
 class Job:
     prompt: Prompt  # text, or content blocks (a photo)
     message_id: int | None
-
-
-STOPPED_MARK = "_⏹ Stopped here. The conversation is kept: send a message to go on._"
 
 
 def with_note(prompt: Prompt) -> Prompt:
@@ -133,6 +130,13 @@ class ChatSession:
             self._entering.cancel()  # still waiting for a slot or for the CLI to start
         return "stopping", dropped
 
+    async def settled(self, within: float) -> None:
+        """Wait (at most `within` seconds) until the chat runs no turn: after a `stop()`, until it has ended."""
+        if self._worker is not None and not self._worker.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    await asyncio.shield(self._worker)
+
     async def close(self) -> None:
         self.stop(CancelReason.SHUTDOWN)
         if self._worker is not None:
@@ -163,6 +167,7 @@ class ChatSession:
         mode = await store.permission_mode(self.base) or self._settings.telegram_permission_mode
         summary = FAILED
         messages: list[Chunk] = []  # what the turn ends with; its summary goes at the end of them
+        refused: tuple[str, ...] = ()
         try:
             workdir = self._settings.project_dirs.path(self.project) if self.project else self._settings.workdir
             self._workdir = workdir
@@ -174,30 +179,27 @@ class ChatSession:
             )  # fmt: skip
             finished = await self._run_turn(request, progress)
             messages = render(finished.text) or [Chunk("(Claude finished without a text answer.)")]
-            summary = summary_line(progress, finished.cost_usd, DONE, finished.fallback, finished.refused)
+            refused = finished.refused
+            summary = summary_line(progress, finished.cost_usd, DONE, finished.fallback, refused)
         except ClaudeMaxError as exc:
             error: ClaudeMaxError = exc
             if self._stop_reason is not None and not isinstance(exc, TurnCancelled):
                 error = TurnCancelled(self._stop_reason)  # the stop killed it, whatever the CLI said
-            if isinstance(error, TurnCancelled):
-                outcome = STOPPED
-            elif isinstance(error, ActivityTimeout):
-                outcome = TIMED_OUT
-            else:
-                outcome = FAILED
-            summary = summary_line(progress, None, outcome)
+            written = render(progress.answer) if progress.answer.strip() else []  # kept, whatever ended the turn
             if isinstance(error, TurnCancelled) and error.reason is CancelReason.STOPPED:
-                # Stopped by the user, who was told so: what Claude had written stays, marked where it stopped.
-                if progress.answer.strip():
-                    messages = render(f"{progress.answer}\n\n{STOPPED_MARK}")
+                # Stopped by the user, who was told so: what Claude had written stays, and the summary says where
+                # it stopped (nothing written: the status message becomes the summary).
+                messages = written
+                summary = summary_line(progress, None, STOPPED_HERE if written else STOPPED)
             else:
-                messages = [Chunk(failure_text(error, progress))]
+                messages = [*written, Chunk(failure_text(error, progress))]
+                summary = summary_line(progress, None, outcome_of(error))
         finally:
             self.turn = None
             self.progress = None
             await progress.stop()
             footed = bool(messages) and await self.deliver(
-                with_footer(messages, summary, progress.tools), reply_to=job.message_id
+                with_footer(messages, summary, tool_log(progress, refused)), reply_to=job.message_id
             )
             await progress.finish(summary, shown_below=footed)
 

@@ -28,12 +28,9 @@ def failure_text(error: ClaudeMaxError, progress: Progress) -> str:
         if not progress.tools and not progress.answer and error.last_activity in ("started", "started the session"):
             what = f"the Anthropic API did not answer for {waited} (Claude Code had started the session and waited)"
         else:
-            last = progress.tools[-1] if progress.tools else error.last_activity
+            last = progress.doing if progress.tools or progress.answer else error.last_activity
             what = f"Claude Code printed nothing for {waited} (last: {last})"
-        return (
-            f"⏱ Stopped: {what}, {format_duration(progress.elapsed)} into the turn. "
-            "The conversation is kept: send a message to go on."
-        )
+        return f"⏱ Stopped: {what}. The conversation is kept: send a message to go on."
     if isinstance(error, ShuttingDown) or (isinstance(error, TurnCancelled) and error.reason is CancelReason.SHUTDOWN):
         return "⏹ Stopped: the daemon is shutting down. Send your message again once it is back."
     if isinstance(error, TurnCancelled):

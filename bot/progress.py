@@ -21,7 +21,7 @@ from telegram.constants import ChatAction
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
 from bot.calls import is_not_modified, retry_after_seconds, send
-from bot.render import draft
+from bot.render import Chunk, draft, joined
 from core import ToolActivity, format_duration
 
 log = logging.getLogger("bot.progress")
@@ -58,7 +58,7 @@ class Progress:
     answer: str = ""
     message_id: int | None = None
     drafts: bool = True
-    _shown: str = ""
+    _shown: Chunk = field(default_factory=lambda: Chunk(""))
     _last_edit: float = 0.0
     _paused_until: float = 0.0
     _draft_id: int = field(default_factory=lambda: next(_draft_ids))
@@ -91,7 +91,7 @@ class Progress:
         self.answer += text
         self._writing = True
 
-    def render(self) -> str:
+    def render(self) -> Chunk:
         lines = [f"⏳ Working · {format_duration(self.elapsed)}"]
         hidden = len(self.tools) - SHOWN_TOOLS
         if hidden > 0:
@@ -103,22 +103,24 @@ class Progress:
             lines.append("⏳ waiting for a free Claude Code slot")
         if self.queued:
             lines.append(f"📥 {self.queued} message{'s' if self.queued > 1 else ''} queued")
-        if self.answer and not (self.private and self.drafts):
-            tail = self.answer[-PREVIEW_CHARS:]
-            lines += ["", ("…" if len(self.answer) > PREVIEW_CHARS else "") + tail]
-        return "\n".join(lines)
+        status = Chunk("\n".join(lines))
+        if self.answer.strip() and not (self.private and self.drafts):  # the end of the answer so far, formatted
+            preview = draft(self.answer, PREVIEW_CHARS)
+            if preview.text:
+                return joined(status, preview, "\n\n…" if len(self.answer) > PREVIEW_CHARS else "\n\n")
+        return status
 
     async def start(self) -> None:
         message = await send(
             "status",
             lambda: self.bot.send_message(
-                self.chat_id, self.render(), reply_markup=stop_keyboard(), message_thread_id=self.thread_id,
+                self.chat_id, self.render().text, reply_markup=stop_keyboard(), message_thread_id=self.thread_id,
                 reply_to_message_id=self.reply_to, allow_sending_without_reply=True,
             ),
         )  # fmt: skip
         if message is not None:
             self.message_id = message.message_id
-            self._shown = message.text or ""
+            self._shown = Chunk(message.text or "")
             self._last_edit = time.monotonic()
         self._task = asyncio.create_task(self._run())
 
@@ -152,16 +154,18 @@ class Progress:
             log.info("draft_unavailable chat=%s error=%s", self.chat_id, exc)
             self.drafts = False
 
-    async def _edit(self, text: str, markup: InlineKeyboardMarkup | None, *, final: bool = False) -> bool:
+    async def _edit(self, view: Chunk, markup: InlineKeyboardMarkup | None, *, final: bool = False) -> bool:
         now = time.monotonic()
         if self.message_id is None or (not final and now < self._paused_until):
             return False
-        if text.rstrip() == self._shown.rstrip() and not final:
+        if view.text.rstrip() == self._shown.text.rstrip() and view.entities == self._shown.entities and not final:
             return False
         self._last_edit = now
         try:
-            await self.bot.edit_message_text(text, self.chat_id, self.message_id, reply_markup=markup)
-            self._shown = text
+            await self.bot.edit_message_text(
+                view.text, self.chat_id, self.message_id, reply_markup=markup, entities=view.entities or None
+            )
+            self._shown = view
             return True
         except RetryAfter as exc:
             self._paused_until = now + retry_after_seconds(exc)
@@ -194,5 +198,5 @@ class Progress:
         wait = self._paused_until - time.monotonic()
         if wait > 0:  # flood control: wait a little for the summary, but never hold the next turn long
             await asyncio.sleep(min(wait, 5))
-        if not await self._edit(summary, None, final=True) and self.message_id is not None:
+        if not await self._edit(Chunk(summary), None, final=True) and self.message_id is not None:
             await send("status_summary", lambda: self.bot.edit_message_text(summary, self.chat_id, message_id))

@@ -198,10 +198,14 @@ def with_footer(chunks: list[Chunk], summary: str, tool_log: list[str], limit: i
         footer = Chunk(footer.text, (quote,))
     if not chunks or utf16_len(chunks[-1].text) + 2 + utf16_len(footer.text) > limit:
         return [*chunks, footer]
-    last = chunks[-1]
-    shift = utf16_len(last.text) + 2
+    return [*chunks[:-1], joined(chunks[-1], footer)]
+
+
+def joined(first: Chunk, second: Chunk, between: str = "\n\n") -> Chunk:
+    """One message of two, the second's entities moved along."""
+    shift = utf16_len(first.text) + utf16_len(between)
     moved = tuple(
         MessageEntity(type=e.type, offset=e.offset + shift, length=e.length, url=e.url, language=e.language)
-        for e in footer.entities
+        for e in second.entities
     )
-    return [*chunks[:-1], Chunk(f"{last.text}\n\n{footer.text}", last.entities + moved)]
+    return Chunk(f"{first.text}{between}{second.text}", first.entities + moved)

@@ -23,7 +23,8 @@ def project_keyboard(names: list[str], current: str | None) -> InlineKeyboardMar
 
 
 def ago(then: float, now: float | None = None) -> str:
-    return f"{until((time.time() if now is None else now) - then)} ago"
+    seconds = (time.time() if now is None else now) - then
+    return "just now" if seconds < 60 else f"{until(seconds)} ago"
 
 
 def session_label(session: SessionSummary, current: bool, now: float | None = None) -> str:

@@ -35,7 +35,7 @@ from core.errors import (
 from core.events import LimitWindow, Usage
 from core.images import image_block, image_block_from_bytes
 from core.limits import FallbackRule, LimitCrossing, SubscriptionLimits, WindowState
-from core.models import listed_models, resolve_model
+from core.models import family, listed_models, resolve_model
 from core.projects import ProjectError, Projects
 from core.store import Conversation, SessionStore, StoredResponse, UsageRow
 from core.transcript import Exchange, Transcript, digest
@@ -109,6 +109,7 @@ __all__ = [
     "WindowState",
     "__version__",
     "digest",
+    "family",
     "format_duration",
     "image_block",
     "image_block_from_bytes",

@@ -85,7 +85,8 @@ def _text(message: object) -> str:
     content = message.get("content")
     if isinstance(content, str):
         return content.strip()
-    if isinstance(content, list):
-        parts = [b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"]
-        return " ".join(p for p in parts if isinstance(p, str)).strip()
+    if isinstance(content, list):  # the last text block: what came before it is context a face put first
+        parts = [b.get("text") for b in content if isinstance(b, dict) and b.get("type") == "text"]
+        texts = [p.strip() for p in parts if isinstance(p, str) and p.strip()]
+        return texts[-1] if texts else ""
     return ""

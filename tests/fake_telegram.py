@@ -337,6 +337,17 @@ class FakeTelegram:
         return self.ok({"message_id": message.message_id, "date": int(time.time()), "text": text,
                         "chat": {"id": message.chat_id, "type": "private"}, "from": BOT_USER})  # fmt: skip
 
+    async def _m_editMessageReplyMarkup(self, params: dict[str, Any]) -> web.Response:
+        message = self.messages.get(int(params.get("message_id", 0)))
+        if message is None or message.deleted:
+            return self.error(400, "Bad Request: message to edit not found")
+        if params.get("reply_markup") == message.reply_markup:
+            return self.error(400, "Bad Request: message is not modified")
+        message.reply_markup = params.get("reply_markup")
+        message.edits.append(time.monotonic())
+        return self.ok({"message_id": message.message_id, "date": int(time.time()), "text": message.text,
+                        "chat": {"id": message.chat_id, "type": "private"}, "from": BOT_USER})  # fmt: skip
+
     async def _m_deleteMessage(self, params: dict[str, Any]) -> web.Response:
         message = self.messages.get(int(params.get("message_id", 0)))
         if message is None or message.deleted:

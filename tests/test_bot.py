@@ -20,11 +20,12 @@ from tests.mock_anthropic import MockAnthropic, newest_user_text
 
 USER = 111
 STRANGER = 999
+GROUP = -1005551234  # a group: no drafts there
 TINY_JPEG = base64.b64decode(  # a real 1x1 JPEG: the CLI reads its dimensions before passing it on
     "/9j/4AAQSkZJRgABAQEASABIAAD/2wBDAP//////////////////////////////////////////////////////////////////"
     "////////////////////wgALCAABAAEBAREA/8QAFBABAAAAAAAAAAAAAAAAAAAAAP/aAAgBAQABPxA="
 )
-STATUS_PREFIXES = ("⏳", "✅", "⏹ Stopped ·", "⏱ Timed out", "⚠️ Failed")
+STATUS_PREFIXES = ("⏳", "✅", "⏹ Stopped ·", "⏹ Stopped here ·", "⏱ Timed out", "⛔ Not run ·", "⚠️ Failed")
 
 
 @pytest.fixture
@@ -214,17 +215,18 @@ async def test_stop_kills_the_turn_and_the_session_stays_usable(
     started = asyncio.get_running_loop().time()
     telegram.user_sends("/stop")
     telegram.user_sends("/stop")
-    # What Claude had written stays, marked where it stopped; the stop itself is said once (and in the summary).
-    await wait_answer(telegram, "I will run a command.\n\n⏹ Stopped here. The conversation is kept")
+    # What Claude had written stays, and its summary says it stopped there; the stop is said once besides.
+    await telegram.wait_for(lambda: any(t.startswith("I will run a command.\n\n⏹ Stopped here · ")
+                                         for t in telegram.texts_to(USER)), within=20)  # fmt: skip
     await telegram.wait_for(lambda: not running_commands(bot.mark, b"time.sleep"), within=5)
     assert asyncio.get_running_loop().time() - started < 6, "the tool's command was gone within seconds"
     assert await bot.wait_no_strays(within=5) == []
     await wait_answer(telegram, "Already stopping.")
-    assert "⏹ Stopping." in answers(telegram)
+    assert "⏹ Stopping. The conversation is kept: send a message to go on." in answers(telegram)
     await wait_idle(bot, telegram)
-    assert summaries(telegram)[-1].startswith("⏹ Stopped")
-    # "Stopping", "Already stopping" and the mark on the kept text: nothing else announces the stop.
-    stop_words = [text for text in answers(telegram) if "stopp" in text.lower()]
+    assert summaries(telegram)[-1].startswith("⏹ Stopped here · ")
+    # "Stopping" (with what it keeps), "Already stopping" and the kept text's summary: nothing else.
+    stop_words = [text for text in telegram.texts_to(USER) if "stopp" in text.lower()]
     assert len(stop_words) == 3, stop_words
     telegram.user_sends("what did I ask you to remember?")
     await wait_answer(telegram, "MOCK reply to: what did I ask you to remember?")
@@ -234,10 +236,12 @@ async def test_stop_kills_the_turn_and_the_session_stays_usable(
 async def test_stop_button(bot: Daemon, telegram: FakeTelegram) -> None:
     telegram.user_sends("SLEEP_TOOL again")
     await telegram.wait_for(lambda: any("💻 Bash" in m.text for m in status_messages(telegram)), within=20)
+    telegram.user_sends("queued behind it")
+    await wait_answer(telegram, "📥 Queued")
     telegram.user_presses(status_messages(telegram)[-1], "stop")
-    await wait_answer(telegram, "⏹ Stopped here.")
+    await telegram.wait_for(lambda: any("\n\n⏹ Stopped here · " in t for t in telegram.texts_to(USER)), within=20)
     answered = telegram.calls_of("answerCallbackQuery")
-    assert answered and answered[0].params.get("text") == "Stopping…"
+    assert answered and answered[0].params.get("text") == "Stopping… Dropped 1 queued message."
     await telegram.wait_for(lambda: not running_commands(bot.mark, b"time.sleep"), within=5)
     assert await bot.wait_no_strays(within=5) == []
 
@@ -253,6 +257,17 @@ async def test_new_starts_a_fresh_session(bot: Daemon, telegram: FakeTelegram, m
     await wait_answer(telegram, "MOCK reply to: new topic")
     # Nothing of before: a new session's first message, with the line on files back the bot puts before it.
     assert [t for r, t in mock_api.dialogue() if r == "user"] == [f"{FILES_NOTE}\nnew topic"]
+    # /new while a turn writes: what it wrote comes first, then the fresh session, and nothing says "kept".
+    telegram.user_sends("LONG300 SLOW remember KIWI")
+    await telegram.wait_for(
+        lambda: any("w20 " in c.params.get("text", "") for c in telegram.calls_of("sendMessageDraft"))
+    )
+    telegram.user_sends("/new")
+    await wait_answer(telegram, "⏹ Stopped the running turn. 🆕 Fresh session")
+    texts = telegram.texts_to(USER)
+    fresh = next(i for i, t in enumerate(texts) if t.startswith("⏹ Stopped the running turn."))
+    assert texts[fresh - 1].startswith("w0 w1") and "\n\n⏹ Stopped here · " in texts[fresh - 1]
+    assert not any("kept" in t for t in texts[fresh - 1 :])
 
 
 async def test_model_and_status(bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic) -> None:
@@ -265,6 +280,8 @@ async def test_model_and_status(bot: Daemon, telegram: FakeTelegram, mock_api: M
     await wait_answer(telegram, "Unknown model 'gpt-9'")
     telegram.user_presses(offer, "model:haiku")
     await wait_answer(telegram, "Model set to haiku")
+    await telegram.wait_for(lambda: "✅ haiku" in json.dumps(offer.reply_markup, ensure_ascii=False))
+    assert "✅ default" not in json.dumps(offer.reply_markup, ensure_ascii=False), "the listing ticks the new choice"
     telegram.user_sends("which model?")
     await wait_answer(telegram, "MOCK reply to: which model?")
     assert "haiku" in mock_api.requests[-1]["model"]
@@ -279,7 +296,7 @@ async def test_model_and_status(bot: Daemon, telegram: FakeTelegram, mock_api: M
     assert record is not None and record.session_id[:8] in status
     # The session's turns and the chat's turns are told apart, and so is the one that got no answer.
     assert "(1 turn in it)" in status and "Usage, all sessions here: 2 turns (1 without an answer)," in status
-    assert "Model: haiku (this chat's choice)" in status and "Running: nothing" in status
+    assert "Model: haiku (this chat's choice)\n" in status and "Running: nothing" in status
     telegram.user_presses(offer, "model:default")
     await wait_answer(telegram, "Model reset to the default (the CLI's default (last answer from")
     telegram.user_sends("LONG300 SLOW")
@@ -360,6 +377,31 @@ async def test_cli_hanging_alerts_the_chat(start_bot: Callable[..., object], tel
     await wait_idle(daemon, telegram)
     assert summaries(telegram)[-1].startswith("⏱ Timed out")
     assert await daemon.wait_no_strays() == []
+
+
+async def test_a_stalled_answer_keeps_what_was_written(
+    start_bot: Callable[..., object], telegram: FakeTelegram
+) -> None:
+    daemon: Daemon = await start_bot(activity_timeout=2)  # type: ignore[assignment]
+    telegram.user_sends("STALL midway")
+    await telegram.wait_for(lambda: any("\n\n⏱ Timed out · " in t for t in telegram.texts_to(USER)), within=30)
+    kept, failure = [t for t in telegram.texts_to(USER) if not is_status(t)][-2:]
+    assert kept.startswith("MOCK"), "what Claude had written before it stalled stays in the chat"
+    assert failure.startswith("⏱ Stopped: Claude Code printed nothing for 2s (last: writing the answer)"), failure
+    assert await daemon.wait_no_strays() == []
+
+
+async def test_the_status_preview_in_a_group_is_formatted(
+    start_bot: Callable[..., object], telegram: FakeTelegram
+) -> None:
+    await start_bot(telegram_edit_interval=0.5)  # type: ignore[operator]
+    telegram.user_sends("MDSTREAM SLOW", chat_id=GROUP)  # no drafts in groups: the status message previews
+    await telegram.wait_for(lambda: any("That is all." in t for t in telegram.texts_to(GROUP)), within=30)
+    previews = [c for c in telegram.calls_of("editMessageText") if "step_" in c.params.get("text", "")]
+    assert previews, "the status message showed the answer so far"
+    for call in previews:
+        assert "**" not in call.params["text"] and "```" not in call.params["text"], call.params["text"]
+    assert any(e["type"] == "pre" for c in previews for e in c.params.get("entities") or [])
 
 
 async def test_cli_crashing(start_bot: Callable[..., object], telegram: FakeTelegram, tmp_path: Path,

@@ -151,6 +151,7 @@ async def test_a_chats_own_turn_warns_that_chat_and_a_used_up_window_refuses_at_
     telegram.user_sends("and now?")
     await telegram.wait_for(lambda: sum("is used up" in t for t in telegram.texts_to(USER)) == 2)
     assert len(mock_api.requests) == asked, "refused without running the CLI"
+    assert "\n\n⛔ Not run · " in refused, "its summary says nothing ran, not that something failed"
     assert notices(telegram, NOTIFY) == [], "a chat's own limits are told in that chat"
     assert not any("Claude subscription:" in t and "used up" in t for t in telegram.texts_to(USER)), (
         "the refusal says it once, not a notice besides"

@@ -102,10 +102,13 @@ async def test_no_answer_in_time_is_a_denial_and_the_chat_is_told(
     start_bot: Callable[..., object], telegram: FakeTelegram
 ) -> None:
     daemon, prompt = await asked_to_touch(start_bot, telegram, approval_timeout=2)
-    await telegram.wait_for(lambda: any("Nobody answered the prompt" in t for t in telegram.texts_to(USER)), within=15)
+    await telegram.wait_for(lambda: "⏱ Denied: Nobody approved this within 2 seconds" in prompt.text, within=15)
     await telegram.wait_for(lambda: tool_said(telegram), within=30)
     assert "Nobody approved this within 2 seconds" in tool_said(telegram)[0]
-    assert not created(daemon).exists() and "⏱ Denied" in prompt.text
+    assert not created(daemon).exists()
+    # Said once on the prompt, and in the turn's summary: no third message about it.
+    await telegram.wait_for(lambda: any("🚫 refused: 💻 Bash: touch" in t for t in telegram.texts_to(USER)))
+    assert not any("Nobody answered" in t for t in telegram.texts_to(USER))
 
 
 async def test_always_allow_stops_the_cli_asking_for_the_same_command(
@@ -124,7 +127,7 @@ async def test_always_allow_stops_the_cli_asking_for_the_same_command(
 async def test_stop_while_a_prompt_waits_withdraws_it(start_bot: Callable[..., object], telegram: FakeTelegram) -> None:
     daemon, prompt = await asked_to_touch(start_bot, telegram)
     telegram.user_sends("/stop")
-    await telegram.wait_for(lambda: any("⏹ Stopped here." in t for t in telegram.texts_to(USER)), within=20)
+    await telegram.wait_for(lambda: any("⏹ Stopped here · " in t for t in telegram.texts_to(USER)), within=20)
     await telegram.wait_for(lambda: "⏹ Withdrawn" in prompt.text, within=10)
     assert prompt.reply_markup is None and not created(daemon).exists()
     telegram.user_presses(prompt, "perm:" + button_id(prompt.text, telegram) + ":a")
@@ -315,7 +318,7 @@ async def test_a_deleted_prompt_times_out_as_a_denial_and_the_turn_ends(
 ) -> None:
     daemon, prompt = await asked_to_touch(start_bot, telegram, approval_timeout=2)
     telegram.user_deletes(prompt)
-    await telegram.wait_for(lambda: any("Nobody answered the prompt" in t for t in telegram.texts_to(USER)), within=15)
+    await telegram.wait_for(lambda: any("🚫 refused: 💻 Bash: touch" in t for t in telegram.texts_to(USER)), within=30)
     await telegram.wait_for(lambda: tool_said(telegram), within=30)
     assert "Nobody approved this within 2 seconds" in tool_said(telegram)[0] and not created(daemon).exists()
     telegram.user_sends("hello after")

@@ -110,7 +110,7 @@ async def test_resume_goes_on_with_a_session_begun_in_a_terminal(
     telegram.user_sends("/resume")
     listing = await reply_with(telegram, "Pick one")
     (label, data), *others = buttons(listing)
-    assert label.endswith("ago · hello from the desk") and not others, buttons(listing)
+    assert label == "just now · hello from the desk" and not others, buttons(listing)
     telegram.user_presses(listing, data)
     await reply_with(telegram, "▶️ Continuing session")
     telegram.user_sends("and now from the phone")
@@ -119,6 +119,16 @@ async def test_resume_goes_on_with_a_session_begun_in_a_terminal(
     assert "hello from the desk" in history, "the terminal's turn reached Claude as history"
     telegram.user_presses(listing, "resume:22222222-2222-4222-8222-222222222222")
     await reply_with(telegram, "That session is no longer there")
+    # A session the bot began is listed by what the user wrote, not by the note the bot put before it.
+    telegram.user_sends("/new")
+    await reply_with(telegram, "Fresh session")
+    telegram.user_sends("fresh from the phone")
+    await reply_with(telegram, "MOCK reply to: fresh from the phone")
+    telegram.user_sends("/resume")
+    await telegram.wait_for(lambda: sum("Pick one" in t for t in telegram.texts_to(USER)) == 2)
+    relisted = [m for m in telegram.sent_to(USER) if "Pick one" in m.text][-1]
+    labels = [label for label, _ in buttons(relisted)]
+    assert labels[0] == "✅ just now · fresh from the phone" and labels[1].endswith("· hello from the desk"), labels
 
 
 GROUP = -1001234567  # a forum supergroup

@@ -356,12 +356,16 @@ def test_turn_summary_counts_tools_by_name_and_not_waiting() -> None:
 
     progress = Progress(bot=None, chat_id=1, interval=2.5, private=True)  # type: ignore[arg-type]
     progress.waiting_for_slot = True
-    assert "waiting for a free Claude Code slot" in progress.render()
+    assert "waiting for a free Claude Code slot" in progress.render().text
     for name, tool_input in (("Bash", {"command": "ls"}), ("Read", {"file_path": "a: b.py"}), ("Bash", {})):
         progress.tool(ToolActivity(name, describe_tool(name, tool_input)))
-    assert "waiting" not in progress.render(), "a tool started: the turn has its slot"
+    assert "waiting" not in progress.render().text, "a tool started: the turn has its slot"
     summary = summary_line(progress, 0.0123, "✅ Done")
     assert summary.startswith("✅ Done · 0s · 3 tools (Bash×2, Read) · $0.0123 at API prices")
+    # A refused call is named as such, not counted as used; a cost that rounds to nothing is not shown.
+    refused = (describe_tool("Bash", {"command": "ls"}),)
+    summary = summary_line(progress, 0.00001, "✅ Done", refused=refused)
+    assert summary == "✅ Done · 0s · 2 tools (Read, Bash) · 🚫 refused: 💻 Bash: ls"
 
 
 def test_doctor_reads_is_sandbox_as_the_cli_will(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
