@@ -114,6 +114,11 @@ def describe_mode(mode: str) -> str:
     return _MODE_WORDS.get(mode, mode)
 
 
+def dropped_text(dropped: int) -> str:
+    """What a stop says of the queued messages it dropped (nothing when there were none)."""
+    return f" Dropped {dropped} queued message{'s' if dropped > 1 else ''}." if dropped else ""
+
+
 QUOTED_CHARS = 1000  # of a message replied to, passed along with the reply
 
 
@@ -401,8 +406,7 @@ class ClaudeBot:
             "idle": "Nothing is running.", "already stopping": "Already stopping.",
             "stopping": "⏹ Stopping. The conversation is kept: send a message to go on.",
         }[state]  # fmt: skip
-        if dropped:
-            text += f" Dropped {dropped} queued message{'s' if dropped > 1 else ''}."
+        text += dropped_text(dropped)
         await self._reply(update, text)
 
     async def _button(self, update: Update, context: Context) -> None:
@@ -443,8 +447,7 @@ class ClaudeBot:
             return
         state, dropped = (await self._chat(update)).stop()
         text = {"idle": "Nothing is running.", "already stopping": "Already stopping.", "stopping": "Stopping…"}[state]
-        if dropped:
-            text += f" Dropped {dropped} queued message{'s' if dropped > 1 else ''}."
+        text += dropped_text(dropped)
         await send("answer_callback", lambda: query.answer(text))
 
     # -- where the chat works: /project, /resume ---------------------------------------------------
@@ -553,8 +556,7 @@ class ClaudeBot:
             text = "⏹ Stopped the running turn. " + text
         elif not forgot:
             text = "🆕 This chat has no session yet; your next message starts one."
-        if dropped:  # (they were meant for the old session)
-            text += f" Dropped {dropped} queued message{'s' if dropped > 1 else ''}."
+        text += dropped_text(dropped)  # (they were meant for the old session)
         await self._reply(update, text)
 
     async def _model(self, update: Update, context: Context) -> None:
