@@ -165,7 +165,7 @@ class ClaudeBot:
         self.desk = ApprovalDesk(self.application.bot, engine.approvals, settings)
         self._register()
         self.started = False
-        self.started_at = time.time()  # (set again when polling starts) messages sent before it waited
+        self.started_at = 0.0  # when polling started: messages sent before it waited while the bot was down
 
     # -- lifecycle ----------------------------------------------------------------------------
 

@@ -45,7 +45,8 @@ def _html_as_text(event: Any) -> Any:
 
 
 def to_entities(markdown: str) -> tuple[str, list[ConvertedEntity]]:
-    """Markdown as Telegram text and entities."""
+    """Markdown as Telegram text and entities: `telegramify_markdown.convert`, taken apart to turn HTML into
+    text between its parser and its walker (`_parse` is its own; the version is pinned below 2)."""
     source, events = _parse(markdown, STANDARD_OPTIONS, latex_escape=True)
     text, entities, _ = EventWalker(_CONFIG, source).walk(tuple(_html_as_text(e) for e in events))
     return text, entities

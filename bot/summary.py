@@ -31,13 +31,11 @@ def summary_line(
 ) -> str:
     """The turn in one line: "✅ Done · 42s · 2 tools (Bash, Read) · $0.0312 at API prices"; a call that was
     refused is named as such, not counted as a tool used."""
-    ran = list(zip(progress.tool_names, progress.tools, strict=True))
-    for description in refused:
-        ran = _without_first(ran, description)
-    counts = collections.Counter(name for name, _ in ran)
+    skipped = refused_calls(progress, refused)
+    counts = collections.Counter(n for i, n in enumerate(progress.tool_names) if i not in skipped)
     tools = ", ".join(f"{name}×{n}" if n > 1 else name for name, n in counts.most_common())
     parts = [outcome, format_duration(progress.elapsed)]
-    if count := len(ran):
+    if count := counts.total():
         parts.append(f"{count} tool{'s' if count > 1 else ''} ({tools})")
     if refused:  # (the turn went on without them: Claude's answer may not say so)
         parts.append(f"🚫 refused: {'; '.join(refused)}")
@@ -46,6 +44,23 @@ def summary_line(
     if cost and cost >= 0.00005:  # (a cost that rounds to nothing is not worth a word)
         parts.append(at_api_prices(cost))
     return " · ".join(parts)
+
+
+def tool_log(progress: Progress, refused: tuple[str, ...] = ()) -> list[str]:
+    """The turn's tool calls, in order, for its footer; a refused one marked 🚫."""
+    skipped = refused_calls(progress, refused)
+    return [f"🚫 {d} (refused)" if i in skipped else d for i, d in enumerate(progress.tools)]
+
+
+def refused_calls(progress: Progress, refused: tuple[str, ...]) -> set[int]:
+    """Which of the turn's calls (by index) were refused: for each refused description, the first call
+    described so that is not taken yet (the CLI reports refusals by tool and input, not by call)."""
+    taken: set[int] = set()
+    for description in refused:
+        index = next((i for i, d in enumerate(progress.tools) if d == description and i not in taken), None)
+        if index is not None:
+            taken.add(index)
+    return taken
 
 
 def at_api_prices(cost: float) -> str:
@@ -62,22 +77,3 @@ def without_summary(text: str) -> str:
         if at >= 0:
             return text[:at]
     return text
-
-
-def _without_first(calls: list[tuple[str, str]], description: str) -> list[tuple[str, str]]:
-    for index, (_, described) in enumerate(calls):
-        if described == description:
-            return calls[:index] + calls[index + 1 :]
-    return calls
-
-
-def tool_log(progress: Progress, refused: tuple[str, ...] = ()) -> list[str]:
-    """The turn's tool calls, in order, for its footer; a refused one marked 🚫."""
-    left = list(refused)
-    lines = []
-    for description in progress.tools:
-        if description in left:
-            left.remove(description)
-            description = f"🚫 {description} (refused)"
-        lines.append(description)
-    return lines

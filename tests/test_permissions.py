@@ -95,7 +95,9 @@ async def test_deny_reaches_claude_and_nothing_runs(
     # The turn's summary says what was refused, not a plain "Done".
     await telegram.wait_for(lambda: any("\n\n✅ Done · " in t for t in telegram.texts_to(USER)))
     summary = next(t for t in telegram.texts_to(USER) if "\n\n✅ Done · " in t).split("\n\n✅ Done · ")[1]
-    assert "🚫 refused: 💻 Bash: touch mock_created.txt" in summary.splitlines()[0], summary
+    line, *log = summary.splitlines()
+    assert "🚫 refused: 💻 Bash: touch mock_created.txt" in line and "tool" not in line, summary
+    assert log == ["🚫 💻 Bash: touch mock_created.txt (refused)"], log
 
 
 async def test_no_answer_in_time_is_a_denial_and_the_chat_is_told(
