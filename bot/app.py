@@ -9,10 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
-from telegram import BotCommand, InlineKeyboardMarkup, Message, Update
+from telegram import BotCommand, Message, Update
 from telegram.constants import ChatType
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import (
@@ -33,23 +32,15 @@ from bot.approvals import PREFIX as APPROVAL_PREFIX
 from bot.approvals import ApprovalDesk
 from bot.calls import quiet_handled_flood_control, send
 from bot.chat import ChatSession, Job, place_of
+from bot.choices import PREFIXES as CHOICE_PREFIXES
+from bot.choices import ChatChoices, Reply
 from bot.late import LATE_PREFIX, late_keyboard, late_question, waited
-from bot.limits_text import crossing_text, limit_lines
+from bot.limits_text import crossing_text
 from bot.progress import STOP_DATA
-from bot.summary import at_api_prices, without_summary
+from bot.summary import without_summary
 from bot.uploads import UploadRefused, check_size, upload_path
 from bot.voice import NOT_SET_UP, TranscriptionFailed, transcribe
-from bot.workspace import (
-    MODEL_PREFIX,
-    PROJECT_PREFIX,
-    RESUME_PREFIX,
-    model_keyboard,
-    project_keyboard,
-    session_keyboard,
-    session_label,
-)
 from core import (
-    ASK,
     ActivityTimeout,
     BadImage,
     Engine,
@@ -60,12 +51,8 @@ from core import (
     Settings,
     Turn,
     TurnFailed,
-    UnknownModel,
-    family,
     format_duration,
     image_block_from_bytes,
-    listed_models,
-    resolve_model,
 )
 
 STOP_POLLING_WAIT = 2.0  # seconds a shutdown waits for the poller (a Bot API out of reach keeps it in backoff)
@@ -97,21 +84,6 @@ HELP = (
     "/project [name] – show or switch the project (each has its own session)\n"
     "/resume – continue a Claude Code session of the project, also one begun in a terminal\n/help – this text"
 )
-
-
-MODES = {"ask": ASK, "edits": "acceptEdits", "plan": "plan", "bypass": "bypassPermissions"}
-MODE_CHOICES = (
-    "/mode ask – every tool that needs approval is asked about here\n/mode edits – file edits run unasked, "
-    "the rest is asked\n/mode plan – Claude only plans, changes nothing\n/mode bypass – nothing is asked"
-)
-_MODE_WORDS = {
-    ASK: "ask (you approve each tool that needs it)", "acceptEdits": "edits (file edits unasked)",
-    "plan": "plan (Claude plans, changes nothing)", "bypassPermissions": "bypass (nothing is asked)",
-}  # fmt: skip
-
-
-def describe_mode(mode: str) -> str:
-    return _MODE_WORDS.get(mode, mode)
 
 
 def dropped_text(dropped: int) -> str:
@@ -162,6 +134,7 @@ class ClaudeBot:
         )
         quiet_handled_flood_control()
         self.albums = Albums(self._queue)
+        self.choices = ChatChoices(settings, engine)
         self.desk = ApprovalDesk(self.application.bot, engine.approvals, settings)
         self._register()
         self.started = False
@@ -283,10 +256,11 @@ class ClaudeBot:
                 session.project = chosen if chosen is not None else (names[0] if names else None)
         return session
 
-    async def _reply(self, update: Update, text: str) -> None:
+    async def _reply(self, update: Update, reply: str | Reply) -> None:
         message = update.effective_message
         if message is not None:
-            await send("reply", lambda: message.reply_text(text))
+            answer = reply if isinstance(reply, Reply) else Reply(reply)
+            await send("reply", lambda: message.reply_text(answer.text, reply_markup=answer.buttons))
 
     async def _help(self, update: Update, context: Context) -> None:
         await self._reply(update, HELP)
@@ -356,7 +330,7 @@ class ClaudeBot:
             item, name, kind = message.photo[-1], "photo.jpg", "photo"
         try:
             check_size(item.file_size, self.settings.telegram_max_file_mb)
-            workdir = self._workdir(await self._chat(update))
+            workdir = self.choices.workdir(await self._chat(update))
             path = upload_path(workdir, chat_id, name, default=kind, message_id=message.message_id)
             telegram_file = await item.get_file()
             await telegram_file.download_to_drive(path)
@@ -426,19 +400,14 @@ class ClaudeBot:
                 "late_answered", lambda: self.application.bot.edit_message_text(text, asked.chat.id, asked.message_id)
             )
             return
-        if data.startswith((PROJECT_PREFIX, RESUME_PREFIX, MODEL_PREFIX)):
+        if data.startswith(CHOICE_PREFIXES):
             chat = await self._chat(update)
-            if data.startswith(PROJECT_PREFIX):
-                text = await self._switch_project(chat, data.removeprefix(PROJECT_PREFIX))
-            elif data.startswith(MODEL_PREFIX):
-                text = await self._set_model(chat, data.removeprefix(MODEL_PREFIX))
-            else:
-                text = await self._continue_session(chat, data.removeprefix(RESUME_PREFIX))
+            text, ticked = await self.choices.press(chat, data)
             await send("answer_callback", lambda: query.answer())
             await send(
                 "reply", lambda: self.application.bot.send_message(chat.chat_id, text, message_thread_id=chat.thread_id)
             )
-            listing, ticked = query.message, await self._choices(chat, data)
+            listing = query.message
             if ticked is not None and isinstance(listing, Message):  # the listing ticks the new choice
                 await send("listing_ticked", lambda: listing.edit_reply_markup(reply_markup=ticked))
             return
@@ -452,99 +421,11 @@ class ClaudeBot:
 
     # -- where the chat works: /project, /resume ---------------------------------------------------
 
-    async def _choices(self, chat: ChatSession, data: str) -> InlineKeyboardMarkup | None:
-        """The /project or /model buttons with the chat's choice ticked, after a press on one of them."""
-        if data.startswith(PROJECT_PREFIX):
-            return project_keyboard(self.settings.project_dirs.names(), chat.project)
-        if data.startswith(MODEL_PREFIX):
-            return model_keyboard(self._model_names(), await self.engine.store.preferred_model(chat.base))
-        return None
-
-    def _model_names(self) -> list[str]:
-        """The models offered as buttons: the short names (a full id can still be typed)."""
-        return [n for n in listed_models(self.settings.model_aliases) if not n.startswith("claude-")]
-
-    def _workdir(self, chat: ChatSession) -> Path:
-        """The chat's project directory (`ProjectError` when it is gone), else CLAUDE_WORKDIR."""
-        return self.settings.project_dirs.path(chat.project) if chat.project else self.settings.workdir
-
     async def _project(self, update: Update, context: Context) -> None:
-        chat = await self._chat(update)
-        projects = self.settings.project_dirs
-        if not projects.configured:
-            await self._reply(
-                update,
-                f"This bot works in one directory, {self.settings.workdir}. Set PROJECTS (name=path pairs, "
-                "or a root of projects) to choose among several.",
-            )
-            return
-        if context.args:
-            await self._reply(update, await self._switch_project(chat, " ".join(context.args)))
-            return
-        names = projects.names()
-        if not names:
-            await self._reply(update, "⚠️ PROJECTS names no directory that exists.")
-            return
-        text = f"Project: {chat.project or 'none'}. Pick one (each keeps its own session):"
-        message = update.effective_message
-        if message is not None:
-            keyboard = project_keyboard(names, chat.project)
-            await send("reply", lambda: message.reply_text(text, reply_markup=keyboard))
-
-    async def _switch_project(self, chat: ChatSession, name: str) -> str:
-        """Make `name` the chat's project; what the chat is told."""
-        try:
-            path = self.settings.project_dirs.path(name)
-        except ProjectError as exc:
-            return f"⚠️ {exc.message}. /project lists the projects."
-        running = chat.project if chat.busy else None  # (the running turn ends in its own project)
-        await self.engine.store.set_project(chat.base, name)
-        chat.project = name
-        record = await self.engine.store.get(chat.key)
-        goes_on = (
-            f"its session goes on ({record.turns} turn{'' if record.turns == 1 else 's'} here)"
-            if record
-            else "your next message starts its session"
-        )
-        log.info("telegram_project chat=%s project=%s", chat.chat_id, name)
-        still = f" The running turn finishes in {running}." if running and running != name else ""
-        return f"📁 Project {name} ({path}): {goes_on}.{still}"
+        await self._reply(update, await self.choices.project(await self._chat(update), context.args or []))
 
     async def _resume(self, update: Update, context: Context) -> None:
-        chat = await self._chat(update)
-        try:
-            workdir = self._workdir(chat)
-        except ProjectError as exc:
-            await self._reply(update, f"⚠️ {exc.message}")
-            return
-        sessions = await self.engine.sessions_in(workdir)
-        if not sessions:
-            await self._reply(update, f"No Claude Code sessions in {workdir} yet.")
-            return
-        record = await self.engine.store.get(chat.key)
-        text = (
-            f"Sessions in {workdir}, newest first (also those begun with `claude` in a terminal). Pick one to continue:"
-        )
-        keyboard = session_keyboard(sessions, record.session_id if record else None)
-        message = update.effective_message
-        if message is not None:
-            await send("reply", lambda: message.reply_text(text, reply_markup=keyboard))
-
-    async def _continue_session(self, chat: ChatSession, session_id: str) -> str:
-        """Make a listed session the chat's (a press on a /resume button); what the chat is told."""
-        try:
-            workdir = self._workdir(chat)
-        except ProjectError as exc:
-            return f"⚠️ {exc.message}"
-        session = next((s for s in await self.engine.sessions_in(workdir, 50) if s.session_id == session_id), None)
-        if session is None:
-            return "⚠️ That session is no longer there. /resume lists the ones there are."
-        if chat.busy:
-            return "A turn is running: /stop it first, then pick the session again."
-        await self.engine.adopt(chat.key, session_id, workdir)
-        log.info("telegram_resume chat=%s session=%s", chat.chat_id, session_id)
-        return (f"▶️ Continuing session {session_id[:8]}… (“{session_label(session, False)}”). "
-                "Your next message goes on from there.")  # fmt: skip
+        await self._reply(update, await self.choices.resume(await self._chat(update)))
 
     async def _new(self, update: Update, context: Context) -> None:
         chat = await self._chat(update)
@@ -560,87 +441,13 @@ class ClaudeBot:
         await self._reply(update, text)
 
     async def _model(self, update: Update, context: Context) -> None:
-        chat = await self._chat(update)
-        if context.args:
-            await self._reply(update, await self._set_model(chat, context.args[0]))
-            return
-        chosen = await self.engine.store.preferred_model(chat.base)
-        text = f"Model: {await self._model_words(chat)}.\nPick one, or send /model <name> (a full id works too):"
-        keyboard = model_keyboard(self._model_names(), chosen)
-        message = update.effective_message
-        if message is not None:
-            await send("reply", lambda: message.reply_text(text, reply_markup=keyboard))
-
-    async def _set_model(self, chat: ChatSession, name: str) -> str:
-        """Make `name` the chat's model (`default`: none of its own); what the chat is told."""
-        store = self.engine.store
-        if name.lower() == "default":
-            await store.set_preferred_model(chat.base, None)
-            return f"Model reset to the default ({await self._model_words(chat)})."
-        try:
-            model = resolve_model(name, aliases=self.settings.model_aliases)
-        except UnknownModel:
-            return f"⚠️ Unknown model {name!r}. Try opus, sonnet or haiku."
-        await store.set_preferred_model(chat.base, model)
-        return f"Model set to {model} for this chat, from the next message on."
-
-    async def _model_words(self, chat: ChatSession) -> str:
-        """The chat's model as /status and /model say it: the one chosen (and where), and the model that
-        gave the last answer when that is another (the CLI's default, a fallback)."""
-        chosen = await self.engine.store.preferred_model(chat.base)
-        last = (await self.engine.store.usage(chat.key)).last_model
-        wanted = chosen or self.settings.default_model
-        if wanted:
-            words = f"{chosen} (this chat's choice)" if chosen else f"{wanted} (DEFAULT_MODEL)"
-            same = last in (wanted, "") or family(last) == wanted  # ("haiku" is answered by claude-haiku-…)
-            return words + ("" if same else f", last answer from {last}")
-        return f"the CLI's default (last answer from {last})" if last else "the CLI's default"
+        await self._reply(update, await self.choices.model(await self._chat(update), context.args or []))
 
     async def _mode(self, update: Update, context: Context) -> None:
-        key = (await self._chat(update)).base
-        store = self.engine.store
-        if not context.args:
-            current = await store.permission_mode(key) or self.settings.telegram_permission_mode
-            await self._reply(update, f"Mode: {describe_mode(current)}.\n{MODE_CHOICES}")
-            return
-        name = context.args[0].lower()
-        mode = MODES.get(name)
-        if mode is None:
-            await self._reply(update, f"⚠️ Unknown mode {name!r}.\n{MODE_CHOICES}")
-            return
-        await store.set_permission_mode(key, mode)
-        await self._reply(update, f"Mode set to {describe_mode(mode)}, from the next message on.")
+        await self._reply(update, await self.choices.mode(await self._chat(update), context.args or []))
 
     async def _status(self, update: Update, context: Context) -> None:
-        chat = await self._chat(update)
-        store = self.engine.store
-        record = await store.get(chat.key)
-        usage = await store.usage(chat.key)
-        lines = [
-            f"Session: {record.session_id[:8]}… ({record.turns} turn{'' if record.turns == 1 else 's'} in it)"
-            if record
-            else ("Session: being started by the running turn" if chat.busy else "Session: none yet"),
-            f"Model: {await self._model_words(chat)}",
-            f"Mode: {describe_mode(await store.permission_mode(chat.base) or self.settings.telegram_permission_mode)}",
-        ]
-        if chat.project:
-            lines.insert(0, f"Project: {chat.project}")
-        progress = chat.progress
-        if chat.busy and progress is not None:
-            lines.append(f"Running: {format_duration(progress.elapsed)}, now {progress.doing}")
-        else:
-            lines.append("Running: nothing")
-        if chat.jobs:
-            lines.append(f"Queued: {len(chat.jobs)}")
-        unanswered = usage.turns - usage.answered
-        lines.append(
-            f"Usage, all sessions here: {usage.turns} turn{'' if usage.turns == 1 else 's'}"
-            + (f" ({unanswered} without an answer)" if unanswered else "")
-            + f", {usage.prompt_tokens:,} tokens in, {usage.completion_tokens:,} out, "
-            f"{at_api_prices(usage.cost_usd)}"
-        )
-        lines += limit_lines(self.engine.limits)
-        await self._reply(update, "\n".join(lines))
+        await self._reply(update, await self.choices.status(await self._chat(update)))
 
     async def _unknown_command(self, update: Update, context: Context) -> None:
         await self._reply(update, "Unknown command. /help lists what I understand.")

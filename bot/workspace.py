@@ -1,5 +1,5 @@
 """Where a chat works: its project (PROJECTS), the Claude Code session it continues (/resume) and its
-model (/model), as a chat shows them: texts and buttons. The choosing itself is `ClaudeBot`'s (bot.app)."""
+model (/model), as a chat shows them: texts and buttons. The choosing itself is bot.choices'."""
 
 from __future__ import annotations
 
