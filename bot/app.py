@@ -86,6 +86,9 @@ HELP = (
 )
 
 
+GONE = "That message is no longer waiting: send it again if you still want it."
+
+
 def dropped_text(dropped: int) -> str:
     """What a stop says of the queued messages it dropped (nothing when there were none)."""
     return f" Dropped {dropped} queued message{'s' if dropped > 1 else ''}." if dropped else ""
@@ -278,14 +281,15 @@ class ClaudeBot:
             return
         ahead = chat.submit(job)
         if ahead == 1 and chat.busy:
-            await self._reply(update, "📥 Queued: I will answer this after the current turn (/stop cancels).")
+            waiting = " A prompt above waits for you: answer it with its buttons." if chat.approval_waiting else ""
+            await self._reply(update, f"📥 Queued: I will answer this after the current turn (/stop cancels).{waiting}")
 
     async def _late(self, chat: ChatSession, data: str) -> str:
         """A press on Run it / Skip under a message that waited; what its question becomes."""
         action, _, ident = data.removeprefix(LATE_PREFIX).partition(":")
         job = chat.held.pop(int(ident), None) if ident.isdigit() else None
         if job is None:
-            return "That message is no longer waiting: send it again if you still want it."
+            return GONE
         if action != "run":
             return "✖️ Skipped: nothing was sent to Claude."
         ahead = chat.submit(job)
@@ -393,6 +397,9 @@ class ClaudeBot:
         data = query.data or ""
         if data.startswith(LATE_PREFIX) and query.message is not None:
             answer = await self._late(await self._chat(update), data)
+            if answer.startswith(GONE):  # (a press on an old keyboard: the question keeps what it says)
+                await send("answer_callback", lambda: query.answer(answer))
+                return
             await send("answer_callback", lambda: query.answer())
             asked = query.message
             text = f"{asked.text}\n{answer}" if isinstance(asked, Message) and asked.text else answer

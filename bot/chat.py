@@ -97,6 +97,10 @@ class ChatSession:
         return conversation_key(self.chat_id, self.project, self.thread_id)
 
     @property
+    def approval_waiting(self) -> bool:
+        return self.progress is not None and bool(self.progress.approval)
+
+    @property
     def busy(self) -> bool:
         return self.current is not None
 
@@ -190,7 +194,9 @@ class ChatSession:
                 # Stopped by the user, who was told so: what Claude had written stays, and the summary says where
                 # it stopped (nothing written: the status message becomes the summary).
                 messages = written
-                summary = summary_line(progress, None, STOPPED_HERE if written else STOPPED)
+                withdrawn = progress.withdrawn or progress.approval
+                refused = (withdrawn,) if withdrawn else ()  # a call waiting for approval never ran
+                summary = summary_line(progress, None, STOPPED_HERE if written else STOPPED, refused=refused)
             else:
                 messages = [*written, Chunk(failure_text(error, progress))]
                 summary = summary_line(progress, None, outcome_of(error))
@@ -230,6 +236,8 @@ class ChatSession:
                 elif isinstance(event, ApprovalWaiting):
                     progress.approval = event.description
                 elif isinstance(event, ApprovalDone):
+                    if event.decision.by == "stop":  # withdrawn by the stop: the call never ran
+                        progress.withdrawn = progress.approval
                     progress.approval = ""
                 elif isinstance(event, ClientToolsPending):  # Claude called send_file: the bot is that client
                     results = {}

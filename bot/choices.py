@@ -129,8 +129,7 @@ class ChatChoices:
             return Reply(f"No Claude Code sessions in {workdir} yet.")
         record = await self.engine.store.get(chat.key)
         return Reply(
-            f"Sessions in {workdir}, newest first (also those begun with `claude` in a terminal). "
-            "Pick one to continue:",
+            f"Sessions in {workdir}, newest first (also those begun with claude in a terminal). Pick one to continue:",
             session_keyboard(sessions, record.session_id if record else None),
         )
 
@@ -145,6 +144,9 @@ class ChatChoices:
             return "⚠️ That session is no longer there. /resume lists the ones there are."
         if chat.busy:
             return "A turn is running: /stop it first, then pick the session again."
+        record = await self.engine.store.get(chat.key)
+        if record is not None and record.session_id == session_id:
+            return f"Session {session_id[:8]}… is already this chat's: your next message goes on with it."
         await self.engine.adopt(chat.key, session_id, workdir)
         log.info("telegram_resume chat=%s session=%s", chat.chat_id, session_id)
         return (f"▶️ Continuing session {session_id[:8]}… (“{session_label(session, False)}”). "
@@ -210,7 +212,7 @@ class ChatChoices:
         usage = await store.usage(chat.key)
         mode = await store.permission_mode(chat.base) or self.settings.telegram_permission_mode
         lines = [
-            f"Session: {record.session_id[:8]}… ({record.turns} turn{'' if record.turns == 1 else 's'} in it)"
+            f"Session: {record.session_id[:8]}… ({record.turns} answered turn{'' if record.turns == 1 else 's'} here)"
             if record
             else ("Session: being started by the running turn" if chat.busy else "Session: none yet"),
             f"Model: {await self.model_words(chat)}",

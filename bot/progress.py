@@ -54,6 +54,7 @@ class Progress:
     tool_names: list[str] = field(default_factory=list)  # the same calls, by tool name
     waiting_for_slot: bool = False
     approval: str = ""  # the tool call waiting for a person's approval, described
+    withdrawn: str = ""  # the call whose prompt a stop withdrew, described
     queued: int = 0
     answer: str = ""
     message_id: int | None = None

@@ -65,7 +65,9 @@ def refused_calls(progress: Progress, refused: tuple[str, ...]) -> set[int]:
 
 def at_api_prices(cost: float) -> str:
     """What the tokens would cost on the API (a subscription is not billed per turn)."""
-    if 0 < cost < 0.00005:
+    if not cost:
+        return "$0 at API prices"
+    if cost < 0.00005:
         return "under $0.0001 at API prices"
     return f"${cost:.4f} at API prices"
 

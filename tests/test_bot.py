@@ -295,7 +295,7 @@ async def test_model_and_status(bot: Daemon, telegram: FakeTelegram, mock_api: M
     record = await bot.engine.store.get(f"tg:{USER}")
     assert record is not None and record.session_id[:8] in status
     # The session's turns and the chat's turns are told apart, and so is the one that got no answer.
-    assert "(1 turn in it)" in status and "Usage, all sessions here: 2 turns (1 without an answer)," in status
+    assert "(1 answered turn here)" in status and "Usage, all sessions here: 2 turns (1 without an answer)," in status
     assert "Model: haiku (this chat's choice)\n" in status and "Running: nothing" in status
     telegram.user_presses(offer, "model:default")
     await wait_answer(telegram, "Model reset to the default (the CLI's default (last answer from")

@@ -128,9 +128,14 @@ async def test_always_allow_stops_the_cli_asking_for_the_same_command(
 
 async def test_stop_while_a_prompt_waits_withdraws_it(start_bot: Callable[..., object], telegram: FakeTelegram) -> None:
     daemon, prompt = await asked_to_touch(start_bot, telegram)
+    await telegram.wait_for(lambda: any("waiting for approval" in m.text for m in telegram.sent_to(USER)), within=10)
+    telegram.user_sends("yes go ahead")  # typed, not pressed: queued, with a word on the buttons
+    await telegram.wait_for(lambda: any("answer it with its buttons" in t for t in telegram.texts_to(USER)))
     telegram.user_sends("/stop")
     await telegram.wait_for(lambda: any("⏹ Stopped here · " in t for t in telegram.texts_to(USER)), within=20)
     await telegram.wait_for(lambda: "⏹ Withdrawn" in prompt.text, within=10)
+    summary = next(t for t in telegram.texts_to(USER) if "⏹ Stopped here · " in t).split("⏹ Stopped here · ")[1]
+    assert "🚫 refused: 💻 Bash: touch mock_created.txt" in summary and "tool (" not in summary, summary
     assert prompt.reply_markup is None and not created(daemon).exists()
     telegram.user_presses(prompt, "perm:" + button_id(prompt.text, telegram) + ":a")
     await toasted(telegram, "This prompt is no longer waiting.")

@@ -129,6 +129,8 @@ async def test_resume_goes_on_with_a_session_begun_in_a_terminal(
     relisted = [m for m in telegram.sent_to(USER) if "Pick one" in m.text][-1]
     labels = [label for label, _ in buttons(relisted)]
     assert labels[0] == "✅ just now · fresh from the phone" and labels[1].endswith("· hello from the desk"), labels
+    telegram.user_presses(relisted, buttons(relisted)[0][1])  # the chat's own session: nothing changes
+    await reply_with(telegram, "is already this chat's")
 
 
 GROUP = -1001234567  # a forum supergroup
@@ -257,7 +259,10 @@ async def test_messages_that_waited_while_the_daemon_was_down_are_asked_about(
     await reply_with(telegram, "MOCK reply to: deploy now")
     assert first.text.endswith("▶️ Running it.") and not sent_to_claude("and tidy up")
     telegram.user_presses(first, run[1])  # pressed again (an old keyboard): it ran once
-    await telegram.wait_for(lambda: "no longer waiting" in first.text)
+    await telegram.wait_for(
+        lambda: any("no longer waiting" in c.params.get("text", "") for c in telegram.calls_of("answerCallbackQuery"))
+    )
+    assert first.text.endswith("▶️ Running it."), "a toast, the question kept as it was"
     telegram.user_sends("done?")
     await reply_with(telegram, "MOCK reply to: done?")
     assert [t for t in mock_api.user_texts() if t.endswith(("deploy now", "done?", "tidy up"))] == [
