@@ -249,8 +249,11 @@ async def test_messages_that_waited_while_the_daemon_was_down_are_asked_about(
     second = await reply_with(telegram, "waited 1 h 30 min while I was offline")
     run, skip = buttons(first)
     assert run[0] == "▶️ Run it" and run[1].startswith("late:run:") and skip[0] == "✖️ Skip"
+    telegram.user_sends("/mode", sent_ago=3600)  # a command that waited is handled as usual
+    await reply_with(telegram, "Mode: ")
     telegram.user_sends("what time is it?")  # sent now: answered at once
     await reply_with(telegram, "MOCK reply to: what time is it?")
+    assert sum("Run it now?" in t for t in telegram.texts_to(USER)) == 2, "the command was not asked about"
     assert not sent_to_claude("deploy now") and not sent_to_claude("and tidy up"), "nothing ran unasked"
     telegram.user_presses(second, buttons(second)[1][1])
     await telegram.wait_for(lambda: second.text.endswith("✖️ Skipped: nothing was sent to Claude."))

@@ -79,3 +79,18 @@ def test_bold_or_code_being_written_is_shown_as_it_will_be() -> None:
     assert shown.text == "Done: that is al" and [e.type for e in shown.entities] == ["bold"]
     shown = draft("call `mai")
     assert shown.text == "call mai" and [e.type for e in shown.entities] == ["code"]
+
+
+def test_the_footer_goes_in_the_last_part_or_a_message_of_its_own() -> None:
+    from bot.render import LOG_LINES, Chunk, with_footer
+
+    short = with_footer([Chunk("All green.")], "✅ Done · 3s · 1 tool (Bash)", ["💻 Bash: make test"])
+    assert [c.text for c in short] == ["All green.\n\n✅ Done · 3s · 1 tool (Bash)\n💻 Bash: make test"]
+    [quote] = short[0].entities
+    assert quote.type == "expandable_blockquote" and short[0].text[quote.offset :] == "💻 Bash: make test"
+    full = with_footer([Chunk("x" * 4090)], "✅ Done · 3s", [])
+    assert [c.text for c in full] == ["x" * 4090, "✅ Done · 3s"], "no room in the last part: a message of its own"
+    many = with_footer([Chunk("ok")], "✅ Done · 9s", [f"💻 Bash: step {i}" for i in range(100)])
+    lines = many[0].text.split("\n")
+    assert len(lines) == 3 + LOG_LINES + 1 and lines[-1] == f"… and {100 - LOG_LINES} more"
+    assert all(len(c.text) <= 4096 for c in many)
