@@ -331,10 +331,11 @@ async def test_the_bot_shows_tools_then_the_answer_and_a_summary(
     await start([script], **bot_settings(telegram))
     telegram.user_sends("run the tests")
     await telegram.wait_for(lambda: any(t.startswith("All green.\n\n✅ Done") for t in telegram.texts_to(USER)))
-    answer = next(t for t in telegram.texts_to(USER) if t.startswith("All green."))
+    # the status message goes once the answer with its summary is below it (so the turn reads top to bottom)
+    await telegram.wait_for(lambda: not [t for t in telegram.texts_to(USER) if t.startswith("⏳")])
+    (answer,) = telegram.texts_to(USER)  # the status message was deleted, not left as a second summary
     summary = answer.removeprefix("All green.\n\n")
     assert "1 tool (Bash)" in summary and "$0.0123" in summary and summary.endswith("\n💻 Bash: make test")
-    assert not [t for t in telegram.texts_to(USER) if t.startswith("⏳")], "the status message went"
     edits = [c.params.get("text", "") for c in telegram.calls_of("editMessageText", "sendMessage")]
     assert any("💻 Bash: make test" in text for text in edits), "the tool, as the engine described it"
 
