@@ -409,14 +409,14 @@ class ClaudeBot:
             return
         if data.startswith(CHOICE_PREFIXES):
             chat = await self._chat(update)
-            text, ticked = await self.choices.press(chat, data)
+            text, now = await self.choices.press(chat, data)
             await send("answer_callback", lambda: query.answer())
             await send(
                 "reply", lambda: self.application.bot.send_message(chat.chat_id, text, message_thread_id=chat.thread_id)
             )
             listing = query.message
-            if ticked is not None and isinstance(listing, Message):  # the listing ticks the new choice
-                await send("listing_ticked", lambda: listing.edit_reply_markup(reply_markup=ticked))
+            if now is not None and isinstance(listing, Message):  # the listing names and ticks the new choice
+                await send("listing_now", lambda: listing.edit_text(now.text, reply_markup=now.buttons))
             return
         if data != STOP_DATA:
             await send("answer_callback", lambda: query.answer())

@@ -68,16 +68,18 @@ class ChatChoices:
         """The chat's project directory (`ProjectError` when it is gone), else CLAUDE_WORKDIR."""
         return self.settings.project_dirs.path(chat.project) if chat.project else self.settings.workdir
 
-    async def press(self, chat: ChatSession, data: str) -> tuple[str, InlineKeyboardMarkup | None]:
-        """A press on a /project, /resume or /model button: what the chat is told, and the listing's buttons
-        with the new choice ticked (None: leave them)."""
+    async def press(self, chat: ChatSession, data: str) -> tuple[str, Reply | None]:
+        """A press on a /project, /resume or /model button: what the chat is told, and the listing as it
+        reads now, its text and ticks naming the new choice (None: leave it as it is)."""
         if data.startswith(PROJECT_PREFIX):
             told = await self.switch_project(chat, data.removeprefix(PROJECT_PREFIX))
-            return told, project_keyboard(self.settings.project_dirs.names(), chat.project)
+            return told, await self.project(chat, [])
         if data.startswith(MODEL_PREFIX):
             told = await self.set_model(chat, data.removeprefix(MODEL_PREFIX))
-            return told, model_keyboard(self._model_names(), await self.engine.store.preferred_model(chat.base))
-        return await self.continue_session(chat, data.removeprefix(RESUME_PREFIX)), None
+            return told, await self.model(chat, [])
+        told = await self.continue_session(chat, data.removeprefix(RESUME_PREFIX))
+        listing = await self.resume(chat)
+        return told, listing if listing.buttons is not None else None
 
     # -- /project ------------------------------------------------------------------------------------
 

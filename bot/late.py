@@ -10,7 +10,7 @@ import time
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message
 
-from bot.limits_text import until
+from bot.limits_text import since
 
 LATE_PREFIX = "late:"  # + "run:" or "skip:" + the message's id
 LATE_AFTER = 60.0  # seconds: a message older than this that was sent before the bot started is asked about
@@ -24,7 +24,7 @@ def waited(message: Message, started_at: float, now: float | None = None) -> flo
 
 
 def late_question(seconds: float) -> str:
-    return f"📬 This message waited {until(seconds)} while I was offline. Run it now?"
+    return f"📬 This message waited {since(seconds)} while I was offline. Run it now?"
 
 
 def late_keyboard(message_id: int) -> InlineKeyboardMarkup:

@@ -15,10 +15,17 @@ _FLAGS = {"rejected": " ⛔ limit reached", "allowed_warning": " ⚠️"}
 
 
 def until(seconds: float) -> str:
-    """A wait in words, rounded up to the minute: "2 h 10 min", "3 days 4 h", "1 min"."""
-    if seconds <= 0:
-        return "a moment"
-    minutes = math.ceil(seconds / 60)
+    """A wait still to come in words, rounded up to the minute (so nobody retries too early): "2 h 10 min",
+    "3 days 4 h", "1 min"."""
+    return "a moment" if seconds <= 0 else _minutes_in_words(math.ceil(seconds / 60))
+
+
+def since(seconds: float) -> str:
+    """A time gone by in words, rounded down to the minute (90 s is "1 min"), at least "1 min"."""
+    return _minutes_in_words(max(1, math.floor(seconds / 60)))
+
+
+def _minutes_in_words(minutes: int) -> str:
     days, hours, minutes = minutes // 1440, minutes // 60 % 24, minutes % 60
     if days:
         return f"{days} day{'s' if days > 1 else ''}" + (f" {hours} h" if hours else "")

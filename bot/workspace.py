@@ -7,7 +7,7 @@ import time
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.limits_text import until
+from bot.limits_text import since
 from core import SessionSummary
 
 PROJECT_PREFIX = "project:"  # + the project's name (at most 48 bytes, see core.projects)
@@ -24,7 +24,7 @@ def project_keyboard(names: list[str], current: str | None) -> InlineKeyboardMar
 
 def ago(then: float, now: float | None = None) -> str:
     seconds = (time.time() if now is None else now) - then
-    return "just now" if seconds < 60 else f"{until(seconds)} ago"
+    return "just now" if seconds < 60 else f"{since(seconds)} ago"
 
 
 def session_label(session: SessionSummary, current: bool, now: float | None = None) -> str:

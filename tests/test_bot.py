@@ -282,6 +282,7 @@ async def test_model_and_status(bot: Daemon, telegram: FakeTelegram, mock_api: M
     await wait_answer(telegram, "Model set to haiku")
     await telegram.wait_for(lambda: "✅ haiku" in json.dumps(offer.reply_markup, ensure_ascii=False))
     assert "✅ default" not in json.dumps(offer.reply_markup, ensure_ascii=False), "the listing ticks the new choice"
+    assert offer.text.startswith("Model: haiku (this chat's choice)."), "and names it"
     telegram.user_sends("which model?")
     await wait_answer(telegram, "MOCK reply to: which model?")
     assert "haiku" in mock_api.requests[-1]["model"]

@@ -54,6 +54,8 @@ async def test_each_project_is_its_own_directory_and_session(
     await reply_with(telegram, "Tool said")
     telegram.user_presses(listing, "project:web")
     await reply_with(telegram, "📁 Project web")
+    await telegram.wait_for(lambda: listing.text.startswith("Project: web."))  # the listing says the new choice
+    assert buttons(listing) == [("api", "project:api"), ("✅ web", "project:web")]
     telegram.user_sends("TOUCH_TOOL two")
     await telegram.wait_for(lambda: (root / "web" / "mock_created.txt").exists(), within=30)
     await telegram.wait_for(lambda: sum("Tool said" in t for t in telegram.texts_to(USER)) == 2, within=30)
@@ -69,7 +71,7 @@ async def test_each_project_is_its_own_directory_and_session(
         refused = await reply_with(telegram, f"There is no project {name!r}")
         assert refused.text.endswith("/project lists the projects.")
     telegram.user_sends("/status")
-    status = await reply_with(telegram, "Project:")
+    status = await reply_with(telegram, "\nMode: ")
     assert status.text.startswith("Project: api")
     assert not (outside / "mock_created.txt").exists()
 
@@ -113,6 +115,7 @@ async def test_resume_goes_on_with_a_session_begun_in_a_terminal(
     assert label == "just now · hello from the desk" and not others, buttons(listing)
     telegram.user_presses(listing, data)
     await reply_with(telegram, "▶️ Continuing session")
+    await telegram.wait_for(lambda: buttons(listing) == [("✅ " + label, data)])  # the listing ticks the pick
     telegram.user_sends("and now from the phone")
     await reply_with(telegram, "MOCK reply to: and now from the phone")
     history = json.dumps(asked_with(mock_api, "and now from the phone")["messages"])
@@ -243,9 +246,9 @@ async def test_messages_that_waited_while_the_daemon_was_down_are_asked_about(
         return any(text in json.dumps(body.get("messages")) for body in mock_api.requests)
 
     await start_bot()  # type: ignore[operator]
-    telegram.user_sends("deploy now", sent_ago=2 * 3600 + 270)
-    telegram.user_sends("and tidy up", sent_ago=5400 - 30)
-    first = await reply_with(telegram, "waited 2 h 5 min while I was offline. Run it now?")
+    telegram.user_sends("deploy now", sent_ago=2 * 3600 + 4 * 60 + 10)
+    telegram.user_sends("and tidy up", sent_ago=5400 + 10)
+    first = await reply_with(telegram, "waited 2 h 4 min while I was offline. Run it now?")
     second = await reply_with(telegram, "waited 1 h 30 min while I was offline")
     run, skip = buttons(first)
     assert run[0] == "▶️ Run it" and run[1].startswith("late:run:") and skip[0] == "✖️ Skip"

@@ -519,13 +519,14 @@ def test_a_window_whose_reset_passed_is_shown_as_reset() -> None:
 
 
 def test_the_chat_reads_the_windows_in_words() -> None:
-    from bot.limits_text import limit_lines, until
+    from bot.limits_text import limit_lines, since, until
     from core import LimitWindow, SubscriptionLimits
     from core.events import RateLimit
 
     assert (until(7799), until(3 * 86400 + 4 * 3600 - 5), until(30), until(600), until(-5)) == (
         "2 h 10 min", "3 days 4 h", "1 min", "10 min", "a moment",
     )  # fmt: skip
+    assert (since(90), since(7799), since(61)) == ("1 min", "2 h 9 min", "1 min"), "a time gone by is not rounded up"
     limits = SubscriptionLimits()
     assert limit_lines(limits) == [], "nothing said when the CLI never reported"
     windows = (
