@@ -11,7 +11,15 @@ import logging
 import time
 from typing import Any
 
-from telegram import BotCommand, Message, Update
+from telegram import (
+    BotCommand,
+    Message,
+    MessageOriginChannel,
+    MessageOriginChat,
+    MessageOriginHiddenUser,
+    MessageOriginUser,
+    Update,
+)
 from telegram.constants import ChatType
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import (
@@ -30,7 +38,7 @@ from telegram.ext import (
 from bot.albums import Albums, Upload, upload_prompt
 from bot.approvals import PREFIX as APPROVAL_PREFIX
 from bot.approvals import ApprovalDesk
-from bot.calls import quiet_handled_flood_control, send
+from bot.calls import quiet_handled_flood_control, send, typing
 from bot.chat import ChatSession, Job, place_of
 from bot.choices import PREFIXES as CHOICE_PREFIXES
 from bot.choices import ChatChoices, Reply
@@ -75,10 +83,11 @@ COMMANDS = [
 
 HELP = (
     "I pass your messages to Claude Code on the owner's machine and send back its answers.\n\n"
-    "Each chat keeps its own session, across messages and restarts. While Claude works you see "
-    "which tools it runs; press Stop or send /stop to cancel. Photos and documents are saved in "
-    "the working directory and Claude is told where.\n\n"
-    "/new – start a fresh session\n/stop – stop the running turn\n/status – session, model, usage\n"
+    "Each chat (and forum topic) keeps its own session, across messages and restarts. While Claude works you "
+    "see which tools it runs; press Stop or send /stop to cancel. Photos and documents are saved in the "
+    "project and Claude is told where; voice messages are transcribed where the owner set that up. Claude can "
+    "send you files of the project. Reply to a message to give Claude its text as context.\n\n"
+    "/new – start a fresh session\n/stop – stop the running turn\n/status – project, session, model, usage\n"
     "/model [name] – show or set the model (opus, sonnet, haiku, or a full id)\n"
     "/mode [ask|edits|plan|bypass] – show or set who approves what Claude does\n"
     "/project [name] – show or switch the project (each has its own session)\n"
@@ -95,16 +104,37 @@ def dropped_text(dropped: int) -> str:
 
 
 QUOTED_CHARS = 1000  # of a message replied to, passed along with the reply
+INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))  # zero-width characters
+
+
+def has_words(text: str) -> bool:
+    """Whether a message has something to read (not only spaces and zero-width characters)."""
+    return bool(text.translate(INVISIBLE).strip())
+
+
+def origin_of(message: Message) -> str:
+    """Who a forwarded message is from, as the chat shows it ("" when it was not forwarded)."""
+    origin = message.forward_origin
+    if isinstance(origin, MessageOriginUser):
+        return origin.sender_user.full_name
+    if isinstance(origin, MessageOriginHiddenUser):
+        return origin.sender_user_name
+    if isinstance(origin, (MessageOriginChat, MessageOriginChannel)):
+        chat = origin.sender_chat if isinstance(origin, MessageOriginChat) else origin.chat
+        return chat.title or chat.username or "a chat"
+    return ""
 
 
 def with_quote(message: Message, text: str) -> str:
-    """The text, after what it replies to (the part quoted, or the whole message): Claude reads the context
-    the user pointed at, as the user sees it."""
+    """The text, after what it replies to (the part quoted, or the whole message) and whom it was
+    forwarded from: Claude reads the context the user pointed at, as the user sees it."""
     replied = message.reply_to_message
     quoted = (message.quote.text if message.quote else "") or (replied and (replied.text or replied.caption)) or ""
     ours = bool(replied and replied.from_user and replied.from_user.is_bot)
     if ours and not message.quote:
         quoted = without_summary(quoted)  # the answer, not the turn's summary below it
+    if origin := origin_of(message):  # (Claude should not take someone else's words for the user's)
+        text = f"[Forwarded from {origin}]\n\n{text}"
     if not quoted.strip():
         return text
     if len(quoted) > QUOTED_CHARS:
@@ -241,10 +271,10 @@ class ClaudeBot:
         raise ApplicationHandlerStop
 
     async def _chat(self, update: Update) -> ChatSession:
-        chat, message = update.effective_chat, update.effective_message
+        chat = update.effective_chat
         assert chat is not None
         # A forum topic is a chat of its own: its own session, and every message of its turns goes to it.
-        thread = message.message_thread_id if message is not None and message.is_topic_message else None
+        _, thread = self._place(update)
         session = self.chats.get((chat.id, thread))
         if session is None:
             session = ChatSession(
@@ -259,6 +289,13 @@ class ClaudeBot:
                 session.project = chosen if chosen is not None else (names[0] if names else None)
         return session
 
+    @staticmethod
+    def _place(update: Update) -> tuple[int, int | None]:
+        """The chat and forum topic an update came from."""
+        chat, message = update.effective_chat, update.effective_message
+        assert chat is not None
+        return chat.id, message.message_thread_id if message is not None and message.is_topic_message else None
+
     async def _reply(self, update: Update, reply: str | Reply) -> None:
         message = update.effective_message
         if message is not None:
@@ -271,7 +308,7 @@ class ClaudeBot:
     async def _queue(self, update: Update, prompt: Prompt) -> None:
         message = update.effective_message
         chat = await self._chat(update)
-        job = Job(prompt, message.message_id if message else None)
+        job = Job(prompt, message.message_id if message else None, chat.project)
         age = waited(message, self.started_at) if message is not None else None
         if message is not None and age is not None:  # sent while the daemon was down: asked about first
             chat.held[message.message_id] = job
@@ -297,13 +334,21 @@ class ClaudeBot:
 
     async def _text(self, update: Update, context: Context) -> None:
         message = update.effective_message
-        if message is None or not (message.text or "").strip():
+        if message is None:
             return
+        if not has_words(message.text or ""):
+            await self._reply(update, "That message looks empty to me: nothing was sent to Claude.")
+            return
+        await self._prompt(update, message, message.text or "")
+
+    async def _prompt(self, update: Update, message: Message, text: str) -> None:
+        """Typed or spoken text: the answer a prompt waits for (a reason to deny, an Other), else a prompt
+        for Claude, after what it replies to."""
         chat = update.effective_chat
-        if chat is not None and await self.desk.typed(chat.id, message.text or "", update.effective_user):
+        if chat is not None and await self.desk.typed(chat.id, text, update.effective_user):
             await self._reply(update, "✍️ Got it: Claude reads that as your answer to the prompt.")
             return
-        await self._queue(update, with_quote(message, message.text or ""))
+        await self._queue(update, with_quote(message, text))
 
     async def _file(self, update: Update, context: Context) -> None:
         """A photo or document: saved in the project, and the prompt says where (a photo Claude also sees).
@@ -367,7 +412,8 @@ class ClaudeBot:
         try:
             check_size(recording.file_size, self.settings.telegram_max_file_mb)
             audio = bytes(await (await recording.get_file()).download_as_bytearray())
-            text = await transcribe(self.settings, audio, name, mime)
+            async with typing(self.application.bot, *self._place(update)):  # (a slow transcription is seen)
+                text = await transcribe(self.settings, audio, name, mime)
         except (UploadRefused, TranscriptionFailed) as exc:
             await self._reply(update, f"⚠️ I could not use that recording: {exc}. Nothing was sent to Claude.")
             return
@@ -376,7 +422,7 @@ class ClaudeBot:
             return
         await self._reply(update, f"🎙 I heard: “{text}”")
         caption = (message.caption or "").strip()
-        await self._queue(update, f"{caption}\n\n{text}" if caption else text)
+        await self._prompt(update, message, f"{caption}\n\n{text}" if caption else text)
 
     async def _stop(self, update: Update, context: Context) -> None:
         state, dropped = (await self._chat(update)).stop()
@@ -457,6 +503,15 @@ class ClaudeBot:
         await self._reply(update, await self.choices.status(await self._chat(update)))
 
     async def _unknown_command(self, update: Update, context: Context) -> None:
+        """A command none of the handlers took: one addressed to another bot (`/cmd@other_bot`), or, in a
+        group, maybe meant for another bot there, is left alone; in a private chat the user is told."""
+        message, chat = update.effective_message, update.effective_chat
+        command = (message.text or "").split(maxsplit=1)[0] if message is not None else ""
+        _, at, addressee = command.partition("@")
+        ours = addressee.lower() == (self.application.bot.username or "").lower()
+        if (at and not ours) or (not at and chat is not None and chat.type != ChatType.PRIVATE):
+            log.info("telegram_command_ignored chat=%s addressed=%s", chat.id if chat else None, bool(at))
+            return
         await self._reply(update, "Unknown command. /help lists what I understand.")
 
     async def _unsupported(self, update: Update, context: Context) -> None:

@@ -7,11 +7,15 @@ edit is gone, the user blocked the bot, ...). Every failure is logged, never rai
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+from telegram import Bot
+from telegram.constants import ChatAction
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -93,3 +97,25 @@ async def send(what: str, call: Callable[[], Awaitable[T]], *, attempts: int = 4
     except TelegramError as exc:
         log.warning("telegram_failed call=%s error=%s", what, exc.message)
     return None
+
+
+TYPING_EVERY = 4.0  # seconds: Telegram shows "typing…" for about 5 s after each chat action
+
+
+@contextlib.asynccontextmanager
+async def typing(bot: Bot, chat_id: int, thread_id: int | None = None) -> AsyncIterator[None]:
+    """Show "typing…" in the chat (its topic) for as long as the block runs."""
+
+    async def keep_typing() -> None:
+        while True:
+            with contextlib.suppress(TelegramError):
+                await bot.send_chat_action(chat_id, ChatAction.TYPING, message_thread_id=thread_id)
+            await asyncio.sleep(TYPING_EVERY)
+
+    task = asyncio.create_task(keep_typing())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

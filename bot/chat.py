@@ -14,9 +14,9 @@ from telegram import Bot
 
 from bot.calls import send
 from bot.errors import failure_text
-from bot.files_back import NOTE, SEND_FILE, SERVER, send_file
+from bot.files_back import NOTE, SEND_FILE, SERVER, described, send_file
 from bot.progress import Progress
-from bot.render import Chunk, render, with_footer
+from bot.render import Chunk, appended, render, with_footer
 from bot.summary import DONE, FAILED, STOPPED, STOPPED_HERE, outcome_of, summary_line, tool_log
 from core import (
     AnswerDelta,
@@ -59,6 +59,7 @@ def place_of(key: str, face: str) -> tuple[int, int | None] | None:
 class Job:
     prompt: Prompt  # text, or content blocks (a photo)
     message_id: int | None
+    project: str | None = None  # the chat's project when it was sent: the turn runs there, whatever comes after
 
 
 def with_note(prompt: Prompt) -> Prompt:
@@ -95,6 +96,11 @@ class ChatSession:
     def key(self) -> str:
         """The conversation the chat's next turn continues: its current project's."""
         return conversation_key(self.chat_id, self.project, self.thread_id)
+
+    @property
+    def running_project(self) -> str | None:
+        """The project the running (or next) turn works in: the one its message was sent in."""
+        return self.current.project if self.current is not None else None
 
     @property
     def approval_waiting(self) -> bool:
@@ -173,10 +179,11 @@ class ChatSession:
         messages: list[Chunk] = []  # what the turn ends with; its summary goes at the end of them
         refused: tuple[str, ...] = ()
         try:
-            workdir = self._settings.project_dirs.path(self.project) if self.project else self._settings.workdir
+            workdir = self._settings.project_dirs.path(job.project) if job.project else self._settings.workdir
             self._workdir = workdir
             request = TurnRequest(
-                prompt_for=lambda resumed: job.prompt if resumed else with_note(job.prompt), key=self.key,
+                prompt_for=lambda resumed: job.prompt if resumed else with_note(job.prompt),
+                key=conversation_key(self.chat_id, job.project, self.thread_id),
                 model=model, face="telegram", patient=True, permission_mode=mode, workdir=str(workdir),
                 on_queued=lambda: setattr(progress, "waiting_for_slot", True),
                 tools=(SEND_FILE,), tools_server=SERVER,
@@ -190,16 +197,17 @@ class ChatSession:
             if self._stop_reason is not None and not isinstance(exc, TurnCancelled):
                 error = TurnCancelled(self._stop_reason)  # the stop killed it, whatever the CLI said
             written = render(progress.answer) if progress.answer.strip() else []  # kept, whatever ended the turn
+            if isinstance(error, TurnCancelled):
+                withdrawn = progress.withdrawn or progress.approval
+                refused = (withdrawn,) if withdrawn else ()  # a call waiting for approval never ran
             if isinstance(error, TurnCancelled) and error.reason is CancelReason.STOPPED:
                 # Stopped by the user, who was told so: what Claude had written stays, and the summary says where
                 # it stopped (nothing written: the status message becomes the summary).
                 messages = written
-                withdrawn = progress.withdrawn or progress.approval
-                refused = (withdrawn,) if withdrawn else ()  # a call waiting for approval never ran
                 summary = summary_line(progress, None, STOPPED_HERE if written else STOPPED, refused=refused)
-            else:
-                messages = [*written, Chunk(failure_text(error, progress))]
-                summary = summary_line(progress, None, outcome_of(error))
+            else:  # what was written, then why it ends there (in its last message when there is room)
+                messages = appended(written, Chunk(failure_text(error, progress)))
+                summary = summary_line(progress, None, outcome_of(error), refused=refused)
         finally:
             self.turn = None
             self.progress = None
@@ -242,6 +250,7 @@ class ChatSession:
                 elif isinstance(event, ClientToolsPending):  # Claude called send_file: the bot is that client
                     results = {}
                     for call in event.calls:
+                        progress.tool(described(call.arguments))
                         results[call.call_id] = await send_file(
                             self._bot, self.chat_id, self.thread_id, self._workdir, call.arguments
                         )

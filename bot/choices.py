@@ -4,6 +4,7 @@ buttons for a listing); `ClaudeBot` (bot.app) sends it. The buttons are drawn in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from core import (
     ASK,
     Engine,
     ProjectError,
+    SessionSummary,
     Settings,
     UnknownModel,
     family,
@@ -51,6 +53,22 @@ _MODE_WORDS = {
 
 def describe_mode(mode: str) -> str:
     return _MODE_WORDS.get(mode, mode)
+
+
+def still_elsewhere(chat: ChatSession, name: str) -> str:
+    """What a switch to `name` leaves where it was: the running turn and the queued messages go on in the
+    project they were sent in."""
+    running = chat.current is not None and chat.current.project != name
+    queued = [job.project for job in chat.jobs if job.project != name]
+    what = ["the running turn"] if running else []
+    if queued:
+        what.append(f"{len(queued)} queued message{'s' if len(queued) > 1 else ''}")
+    if not what:
+        return ""
+    places = {*queued, *([chat.running_project] if running else [])}
+    where = f"in {places.pop()}" if len(places) == 1 else "in the projects they were sent in"
+    one = len(what) == 1 and (running or len(queued) == 1)
+    return f" {' and '.join(what).capitalize()} {'goes' if one else 'go'} on {where}."
 
 
 @dataclass(frozen=True)
@@ -96,17 +114,25 @@ class ChatChoices:
         if not names:
             return Reply("⚠️ PROJECTS names no directory that exists.")
         return Reply(
-            f"Project: {chat.project or 'none'}. Pick one (each keeps its own session):",
+            f"Project: {chat.project or 'none'}{self._gone(chat)}. Pick one (each keeps its own session):",
             project_keyboard(names, chat.project),
         )
 
+    def _gone(self, chat: ChatSession) -> str:
+        """A word after the chat's project when its directory is no longer there."""
+        try:
+            self.workdir(chat)
+        except ProjectError:
+            return " (⚠️ its directory is not there any more)"
+        return ""
+
     async def switch_project(self, chat: ChatSession, name: str) -> str:
         """Make `name` the chat's project; what the chat is told."""
+        name = self.settings.project_dirs.named(name)
         try:
             path = self.settings.project_dirs.path(name)
         except ProjectError as exc:
             return f"⚠️ {exc.message}. /project lists the projects."
-        running = chat.project if chat.busy else None  # (the running turn ends in its own project)
         await self.engine.store.set_project(chat.base, name)
         chat.project = name
         record = await self.engine.store.get(chat.key)
@@ -116,8 +142,7 @@ class ChatChoices:
             else "your next message starts its session"
         )
         log.info("telegram_project chat=%s project=%s", chat.chat_id, name)
-        still = f" The running turn finishes in {running}." if running and running != name else ""
-        return f"📁 Project {name} ({path}): {goes_on}.{still}"
+        return f"📁 Project {name} ({path}): {goes_on}.{still_elsewhere(chat, name)}"
 
     # -- /resume -------------------------------------------------------------------------------------
 
@@ -125,7 +150,7 @@ class ChatChoices:
         try:
             workdir = self.workdir(chat)
         except ProjectError as exc:
-            return Reply(f"⚠️ {exc.message}")
+            return Reply(f"⚠️ {exc.message}. /project picks another.")
         sessions = await self.engine.sessions_in(workdir)
         if not sessions:
             return Reply(f"No Claude Code sessions in {workdir} yet.")
@@ -137,15 +162,19 @@ class ChatChoices:
 
     async def continue_session(self, chat: ChatSession, session_id: str) -> str:
         """Make a listed session the chat's (a press on a /resume button); what the chat is told."""
+        if chat.busy:
+            return "A turn is running: /stop it first, then pick the session again."
         try:
             workdir = self.workdir(chat)
         except ProjectError as exc:
-            return f"⚠️ {exc.message}"
-        session = next((s for s in await self.engine.sessions_in(workdir, 50) if s.session_id == session_id), None)
+            return f"⚠️ {exc.message}. /project picks another."
+        session = await self._session_in(workdir, session_id)
         if session is None:
+            other = await self._project_of(session_id, chat.project)
+            if other is not None:  # a listing shown before a /project switch
+                return (f"That session is project {other}'s, and this chat now works in {chat.project}: "
+                        f"/project {other}, then /resume, to continue it.")  # fmt: skip
             return "⚠️ That session is no longer there. /resume lists the ones there are."
-        if chat.busy:
-            return "A turn is running: /stop it first, then pick the session again."
         record = await self.engine.store.get(chat.key)
         if record is not None and record.session_id == session_id:
             return f"Session {session_id[:8]}… is already this chat's: your next message goes on with it."
@@ -153,6 +182,20 @@ class ChatChoices:
         log.info("telegram_resume chat=%s session=%s", chat.chat_id, session_id)
         return (f"▶️ Continuing session {session_id[:8]}… (“{session_label(session, False)}”). "
                 "Your next message goes on from there.")  # fmt: skip
+
+    async def _session_in(self, workdir: Path, session_id: str) -> SessionSummary | None:
+        return next((s for s in await self.engine.sessions_in(workdir, 50) if s.session_id == session_id), None)
+
+    async def _project_of(self, session_id: str, besides: str | None) -> str | None:
+        """The other project whose directory has this session, if any."""
+        projects = self.settings.project_dirs
+        for name in projects.names() if projects.configured else []:
+            if name == besides:
+                continue
+            with contextlib.suppress(ProjectError):
+                if await self._session_in(projects.path(name), session_id) is not None:
+                    return name
+        return None
 
     # -- /model, /mode -------------------------------------------------------------------------------
 
@@ -216,19 +259,26 @@ class ChatChoices:
         lines = [
             f"Session: {record.session_id[:8]}… ({record.turns} answered turn{'' if record.turns == 1 else 's'} here)"
             if record
-            else ("Session: being started by the running turn" if chat.busy else "Session: none yet"),
+            else (
+                "Session: being started by the running turn"
+                if chat.busy and chat.running_project == chat.project
+                else "Session: none yet"
+            ),
             f"Model: {await self.model_words(chat)}",
             f"Mode: {describe_mode(mode)}",
         ]
         if chat.project:
-            lines.insert(0, f"Project: {chat.project}")
+            lines.insert(0, f"Project: {chat.project}{self._gone(chat)}")
         progress = chat.progress
         if chat.busy and progress is not None:
-            lines.append(f"Running: {format_duration(progress.elapsed)}, now {progress.doing}")
+            elsewhere = f" (in {chat.running_project})" if chat.running_project != chat.project else ""
+            lines.append(f"Running{elsewhere}: {format_duration(progress.elapsed)}, now {progress.doing}")
         else:
             lines.append("Running: nothing")
         if chat.jobs:
-            lines.append(f"Queued: {len(chat.jobs)}")
+            others = [job for job in chat.jobs if job.project != chat.project]
+            for_others = f" ({len(others)} for {', '.join(sorted({j.project or '' for j in others}))})"
+            lines.append(f"Queued: {len(chat.jobs)}" + (for_others if others else ""))
         unanswered = usage.turns - usage.answered
         lines.append(
             f"Usage, all sessions here: {usage.turns} turn{'' if usage.turns == 1 else 's'}"

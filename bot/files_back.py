@@ -9,14 +9,16 @@ project directory go; Telegram's size limits are checked before anything is uplo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from pathlib import Path
 
 from telegram import Bot, InputFile
 from telegram.error import TelegramError
+from telegramify_markdown.entity import utf16_len
 
-from core import ClientTool
+from core import ClientTool, ToolActivity
 
 log = logging.getLogger("bot.files_back")
 
@@ -58,7 +60,25 @@ def target(workdir: Path, arguments: str) -> tuple[Path, str]:
         raise ValueError(f"{path} is outside the project directory {root}; only the project's files can be sent")
     if not found.is_file():
         raise ValueError(f"there is no file {path} in the project")
-    return found, caption[:CAPTION_LIMIT]
+    return found, fitted_caption(caption)
+
+
+def described(arguments: str) -> ToolActivity:
+    """A send_file call as the status message and the turn's tool log show it."""
+    with contextlib.suppress(ValueError):
+        given = json.loads(arguments)
+        if isinstance(given, dict) and isinstance(given.get("path"), str):
+            return ToolActivity("send_file", f"📎 send_file: {given['path']}")
+    return ToolActivity("send_file", "📎 send_file")
+
+
+def fitted_caption(caption: str) -> str:
+    """A caption within Telegram's 1024 characters (counted in UTF-16 units), cut with an ellipsis."""
+    if utf16_len(caption) <= CAPTION_LIMIT:
+        return caption
+    while utf16_len(caption) > CAPTION_LIMIT - 1:
+        caption = caption[: -max(1, (utf16_len(caption) - CAPTION_LIMIT + 1) // 2)]
+    return caption + "…"
 
 
 async def send_file(bot: Bot, chat_id: int, thread_id: int | None, workdir: Path, arguments: str) -> tuple[str, bool]:
@@ -71,6 +91,8 @@ async def send_file(bot: Bot, chat_id: int, thread_id: int | None, workdir: Path
     photo = path.suffix.lower() in PHOTO_SUFFIXES and size <= PHOTO_LIMIT
     if size > DOCUMENT_LIMIT:
         return f"Not sent: {path.name} is {size / MB:.1f} MB; Telegram takes at most 50 MB from a bot.", True
+    if size == 0:
+        return f"Not sent: {path.name} is empty, and Telegram does not take empty files.", True
     upload = InputFile(await asyncio.to_thread(path.read_bytes), filename=path.name)
     try:
         if photo:

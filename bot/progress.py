@@ -20,14 +20,13 @@ from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.constants import ChatAction
 from telegram.error import BadRequest, RetryAfter, TelegramError
 
-from bot.calls import is_not_modified, retry_after_seconds, send
+from bot.calls import TYPING_EVERY, is_not_modified, retry_after_seconds, send
 from bot.render import Chunk, draft, joined
 from core import ToolActivity, format_duration
 
 log = logging.getLogger("bot.progress")
 
 STOP_DATA = "stop"
-TYPING_EVERY = 4.0
 DRAFT_EVERY = 1.0
 TICK = 0.25
 SHOWN_TOOLS = 6

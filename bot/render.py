@@ -197,9 +197,14 @@ def with_footer(chunks: list[Chunk], summary: str, tool_log: list[str], limit: i
             type=MessageEntity.EXPANDABLE_BLOCKQUOTE, offset=utf16_len(summary) + 1, length=utf16_len(log_text)
         )
         footer = Chunk(footer.text, (quote,))
-    if not chunks or utf16_len(chunks[-1].text) + 2 + utf16_len(footer.text) > limit:
-        return [*chunks, footer]
-    return [*chunks[:-1], joined(chunks[-1], footer)]
+    return appended(chunks, footer, limit)
+
+
+def appended(chunks: list[Chunk], last: Chunk, limit: int = MAX_MESSAGE) -> list[Chunk]:
+    """The messages with `last` at the end: in the last message, after a blank line, when there is room."""
+    if not chunks or utf16_len(chunks[-1].text) + 2 + utf16_len(last.text) > limit:
+        return [*chunks, last]
+    return [*chunks[:-1], joined(chunks[-1], last)]
 
 
 def joined(first: Chunk, second: Chunk, between: str = "\n\n") -> Chunk:

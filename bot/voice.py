@@ -36,6 +36,21 @@ def endpoint(url: str) -> str:
     return url + ("/audio/transcriptions" if url.endswith("/v1") else "/v1/audio/transcriptions")
 
 
+def reason(response: httpx.Response) -> str:
+    """The words of an error answer: OpenAI's `error.message` (or a `detail`), else the start of a text body;
+    "" for a body of markup or nothing."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = " ".join(response.text.split())
+        return "" if text.startswith("<") else text[:160]
+    error = body.get("error") if isinstance(body, dict) else None
+    words = (error.get("message") if isinstance(error, dict) else error) or (
+        body.get("detail") if isinstance(body, dict) else None
+    )
+    return " ".join(str(words).split())[:160] if words else ""
+
+
 async def transcribe(settings: Settings, audio: bytes, filename: str, mime: str) -> str:
     """The text of a recording; `TranscriptionFailed` says why there is none."""
     headers = {}
@@ -49,8 +64,10 @@ async def transcribe(settings: Settings, audio: bytes, filename: str, mime: str)
                 data={"model": settings.transcribe_model, "response_format": "json"},
             )  # fmt: skip
         if response.status_code != 200:
-            detail = " ".join(response.text[:200].split())
-            raise TranscriptionFailed(f"the transcription server answered {response.status_code}: {detail}")
+            raise TranscriptionFailed(
+                f"the transcription server answered {response.status_code}"
+                + (f" ({why})" if (why := reason(response)) else "")
+            )
         body = response.json()
     except httpx.TimeoutException:
         raise TranscriptionFailed(f"the transcription server did not answer within {TRANSCRIBE_TIMEOUT:g} s") from None

@@ -64,6 +64,14 @@ class Projects:
             return []
         return sorted(e.name for e in entries if _good_name(e.name) and self._inside_root(e))
 
+    def named(self, name: str) -> str:
+        """The project a user's spelling names: itself, or the one project it matches ignoring case."""
+        names = self.names()
+        if name in names:
+            return name
+        alike = [known for known in names if known.casefold() == name.casefold()]
+        return alike[0] if len(alike) == 1 else name
+
     def path(self, name: str) -> Path:
         """The directory of a project; `ProjectError` for a name that is none, or a directory that is gone."""
         found: Path | None = None

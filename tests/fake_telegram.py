@@ -130,9 +130,11 @@ class FakeTelegram:
         topic: int | None = None,
         replying_to: SentMessage | None = None,
         sent_ago: float = 0,
+        forwarded_from: str | None = None,
     ) -> dict[str, Any]:
         """A text message; with `topic`, in that forum topic of the supergroup `chat_id`; `replying_to` one of
-        the bot's messages; `sent_ago` seconds ago (Telegram kept it while the bot did not poll)."""
+        the bot's messages; `sent_ago` seconds ago (Telegram kept it while the bot did not poll); forwarded
+        from a user of that name."""
         entities = []
         if text.startswith("/"):
             command = text.split()[0]
@@ -140,15 +142,22 @@ class FakeTelegram:
         message = self._message(
             user_id, chat_id or user_id, sent_ago, text=text, **({"entities": entities} if entities else {})
         )
+        self._reply_to(message, replying_to)
+        if forwarded_from is not None:
+            sender = {"id": 999, "is_bot": False, "first_name": forwarded_from}
+            message["forward_origin"] = {"type": "user", "date": int(time.time()) - 60, "sender_user": sender}
+        if topic is not None:
+            message["chat"].update(type="supergroup", is_forum=True)
+            message.update(message_thread_id=topic, is_topic_message=True)
+        return self._push({"message": message})["message"]
+
+    @staticmethod
+    def _reply_to(message: dict[str, Any], replying_to: SentMessage | None) -> None:
         if replying_to is not None:
             message["reply_to_message"] = {
                 "message_id": replying_to.message_id, "date": int(time.time()), "text": replying_to.text,
                 "chat": message["chat"], "from": BOT_USER,
             }  # fmt: skip
-        if topic is not None:
-            message["chat"].update(type="supergroup", is_forum=True)
-            message.update(message_thread_id=topic, is_topic_message=True)
-        return self._push({"message": message})["message"]
 
     def user_sends_sticker(self, user_id: int = 111) -> None:
         sticker = {"file_id": "stk1", "file_unique_id": "u-stk1", "type": "regular", "width": 512, "height": 512,
@@ -166,13 +175,17 @@ class FakeTelegram:
             extra["media_group_id"] = album
         self._push({"message": self._message(user_id, user_id, document=document, **extra)})
 
-    def user_sends_voice(self, data: bytes, size: int | None = None, user_id: int = 111) -> None:
+    def user_sends_voice(
+        self, data: bytes, size: int | None = None, user_id: int = 111, replying_to: SentMessage | None = None
+    ) -> None:
         """A voice message; `size` is what Telegram says of it (its real size unless given)."""
         file_id = f"voice{len(self.files)}"
         self.files[file_id] = (f"voice/{file_id}.oga", data)
         voice = {"file_id": file_id, "file_unique_id": f"u-{file_id}", "duration": 2, "mime_type": "audio/ogg",
                  "file_size": len(data) if size is None else size}  # fmt: skip
-        self._push({"message": self._message(user_id, user_id, voice=voice)})
+        message = self._message(user_id, user_id, voice=voice)
+        self._reply_to(message, replying_to)
+        self._push({"message": message})
 
     def user_sends_photo(self, data: bytes, caption: str = "", user_id: int = 111, album: str | None = None) -> None:
         """A photo; with `album`, one of the photos sent together (each a message sharing its media_group_id)."""
@@ -279,6 +292,8 @@ class FakeTelegram:
                 409, "Conflict: terminated by other getUpdates request; make sure that only one bot instance is running"
             )
         offset = int(params.get("offset") or 0)
+        if offset > 0:  # as Telegram: an offset confirms every update before it, which is then forgotten
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
         timeout = float(params.get("timeout") or 0)
         deadline = time.monotonic() + timeout
         while True:

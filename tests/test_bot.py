@@ -157,6 +157,35 @@ async def test_sticker_and_unknown_command(bot: Daemon, telegram: FakeTelegram, 
     assert mock_api.requests == []
 
 
+async def test_commands_for_other_bots_are_left_alone(
+    bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic
+) -> None:
+    telegram.user_sends("/status@other_bot")  # in a private chat too: it was not for this bot
+    telegram.user_sends("/status@Claude_Max_Test_Bot", chat_id=GROUP)  # this bot's, in any letter case
+    await telegram.wait_for(lambda: any("\nMode: " in t for t in telegram.texts_to(GROUP)))
+    telegram.user_sends("/deploy", chat_id=GROUP)  # a group's other bots may know it
+    telegram.user_sends("/deploy@claude_max_test_bot", chat_id=GROUP)  # addressed to this bot: answered
+    await telegram.wait_for(lambda: any("Unknown command" in t for t in telegram.texts_to(GROUP)))
+    telegram.user_sends("/deploy")
+    await telegram.wait_for(lambda: any("Unknown command" in t for t in telegram.texts_to(USER)))
+    assert telegram.texts_to(USER) == ["Unknown command. /help lists what I understand."]
+    assert sum("Unknown command" in t for t in telegram.texts_to(GROUP)) == 1
+    assert mock_api.requests == []
+
+
+async def test_an_empty_looking_message_is_said_and_a_forwarded_one_is_marked(
+    bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic
+) -> None:
+    telegram.user_sends("\u200b\u200b \u2060")
+    await telegram.wait_for(lambda: telegram.texts_to(USER))
+    assert telegram.texts_to(USER) == ["That message looks empty to me: nothing was sent to Claude."]
+    assert mock_api.requests == []
+    telegram.user_sends("the build is red again", forwarded_from="Ada")
+    await wait_answer(telegram, "MOCK reply to: ")
+    said = json.dumps("[Forwarded from Ada]\n\nthe build is red again")[1:-1]
+    assert any(said in json.dumps(r.get("messages")) for r in mock_api.requests), "Claude knows whose words they are"
+
+
 async def test_a_4096_character_message(bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic) -> None:
     long_text = ("word " * 820)[:4095] + "Z"
     telegram.user_sends(long_text)
@@ -386,7 +415,8 @@ async def test_a_stalled_answer_keeps_what_was_written(
     daemon: Daemon = await start_bot(activity_timeout=2)  # type: ignore[assignment]
     telegram.user_sends("STALL midway")
     await telegram.wait_for(lambda: any("\n\n⏱ Timed out · " in t for t in telegram.texts_to(USER)), within=30)
-    kept, failure = [t for t in telegram.texts_to(USER) if not is_status(t)][-2:]
+    (ended,) = [t for t in telegram.texts_to(USER) if not is_status(t)]  # one bubble: kept text, failure, summary
+    kept, failure, _ = ended.split("\n\n", 2)
     assert kept.startswith("MOCK"), "what Claude had written before it stalled stays in the chat"
     assert failure.startswith("⏱ Stopped: Claude Code printed nothing for 2s (last: writing the answer)"), failure
     assert await daemon.wait_no_strays() == []
@@ -527,7 +557,9 @@ async def test_conversation_survives_a_restart(
     second: Daemon = await start_bot()  # type: ignore[assignment]
     telegram.user_sends("after the restart")
     await wait_answer(telegram, "MOCK reply to: after the restart")
-    assert [t for r, t in mock_api.dialogue() if r == "user"][-2:] == ["before the restart", "after the restart"]
+    said = [t.removeprefix(f"{FILES_NOTE}\n") for r, t in mock_api.dialogue() if r == "user"]
+    # The session went on, and the message the first run had read was not delivered (and run) again.
+    assert said == ["before the restart", "after the restart"], said
     assert second.app[BOT].started
 
 

@@ -218,6 +218,10 @@ async def test_a_prompt_of_an_earlier_run_does_not_answer_a_new_one(
     old_allow = button(old, "Allow")
     await first.app[BOT].stop()
     await first.engine.close()
+    # The shutdown withdrew the call: it is named refused, not counted as run.
+    (ended,) = [t for t in telegram.texts_to(USER) if "the daemon is shutting down" in t]
+    summary = ended.split("⏹ Stopped · ")[1]
+    assert "🚫 refused: 💻 Bash: touch mock_created.txt" in summary and "tool (" not in summary, summary
     second = await ask_bot(start_bot)
     telegram.user_sends("TOUCH_TOOL again")
     new = await wait_prompt(telegram, count=2)

@@ -90,6 +90,66 @@ async def test_a_project_whose_directory_vanished_is_said_and_nothing_runs(
     assert len(mock_api.requests) == asked
     telegram.user_sends("/resume")
     await telegram.wait_for(lambda: sum("is gone" in t for t in telegram.texts_to(USER)) == 2)
+    assert telegram.texts_to(USER)[-1].endswith("is gone. /project picks another.")
+    telegram.user_sends("/status")
+    status = await reply_with(telegram, "\nMode: ")
+    assert status.text.startswith("Project: gone (⚠️ its directory is not there any more)\n"), status.text
+
+
+async def test_a_switch_mid_turn_leaves_the_turn_and_what_was_queued_in_their_project(
+    start_bot: Callable[..., object], telegram: FakeTelegram, mock_api: MockAnthropic, tmp_path: Path
+) -> None:
+    from tests.test_permissions import button, wait_prompt
+
+    root = tmp_path / "src"
+    for name in ("api", "web"):
+        (root / name).mkdir(parents=True)
+    await start_bot(projects=str(root), telegram_permission_mode="ask")  # type: ignore[operator]
+    telegram.user_sends("TOUCH_TOOL first")  # in api; the approval prompt holds the turn
+    first = await wait_prompt(telegram)
+    telegram.user_sends("TOUCH_TOOL queued")  # sent in api too, while the turn runs
+    await reply_with(telegram, "📥 Queued")
+    telegram.user_sends("/project WEB")  # (a name in other letters' case is found)
+    switched = await reply_with(telegram, "📁 Project web")
+    assert switched.text.endswith("The running turn and 1 queued message go on in api."), switched.text
+    telegram.user_sends("/status")
+    status = (await reply_with(telegram, "\nMode: ")).text.splitlines()
+    assert status[:2] == ["Project: web", "Session: none yet"], status
+    assert any(line.startswith("Running (in api): ") for line in status), status
+    assert "Queued: 1 (1 for api)" in status, status
+    telegram.user_presses(first, button(first, "Allow"))
+    await telegram.wait_for(lambda: (root / "api" / "mock_created.txt").exists(), within=30)
+    (root / "api" / "mock_created.txt").unlink()
+    queued = await wait_prompt(telegram, 2)
+    telegram.user_presses(queued, button(queued, "Allow"))
+    await telegram.wait_for(lambda: (root / "api" / "mock_created.txt").exists(), within=30)
+    await telegram.wait_for(lambda: sum("Tool said" in t for t in telegram.texts_to(USER)) == 2, within=30)
+    assert not (root / "web" / "mock_created.txt").exists(), "the queued message ran where it was sent"
+    history = json.dumps(asked_with(mock_api, "TOUCH_TOOL queued")["messages"])
+    assert "TOUCH_TOOL first" in history, "in api's session"
+    telegram.user_sends("now in web")
+    await reply_with(telegram, "MOCK reply to: now in web")
+    assert "TOUCH_TOOL" not in json.dumps(asked_with(mock_api, "now in web")["messages"]), "web's own session"
+
+
+async def test_a_resume_listing_of_another_project_says_whose_session_it_is(
+    start_bot: Callable[..., object], telegram: FakeTelegram, tmp_path: Path
+) -> None:
+    root = tmp_path / "src"
+    for name in ("api", "web"):
+        (root / name).mkdir(parents=True)
+    await start_bot(projects=str(root))  # type: ignore[operator]
+    telegram.user_sends("hello api")
+    await reply_with(telegram, "MOCK reply to: hello api")
+    telegram.user_sends("/resume")
+    listing = await reply_with(telegram, "Pick one")
+    telegram.user_sends("/project web")
+    await reply_with(telegram, "📁 Project web")
+    telegram.user_presses(listing, buttons(listing)[0][1])  # the listing was api's
+    told = await reply_with(telegram, "That session is project api's")
+    assert "/project api, then /resume" in told.text
+    telegram.user_sends("/status")
+    assert "Session: none yet" in (await reply_with(telegram, "\nMode: ")).text, "web's session is unchanged"
 
 
 async def test_resume_goes_on_with_a_session_begun_in_a_terminal(
@@ -199,7 +259,9 @@ async def test_claude_sends_files_of_the_project_back_and_nothing_else(
         f'CALL_CLIENT send_file {{"path": "{outside}"}}': "is outside the project directory",
         'CALL_CLIENT send_file {"path": "missing.txt"}': "there is no file missing.txt in the project",
         'CALL_CLIENT send_file {"path": "huge.bin"}': "huge.bin is 60.0 MB; Telegram takes at most 50 MB",
+        'CALL_CLIENT send_file {"path": "empty.txt"}': "empty.txt is empty, and Telegram does not take empty files",
     }
+    (project / "empty.txt").touch()
     for index, (text, result) in enumerate(calls.items(), start=1):
         telegram.user_sends(text)
         await telegram.wait_for(lambda n=index: sum("Tool said" in t for t in telegram.texts_to(USER)) == n, within=30)
@@ -208,6 +270,9 @@ async def test_claude_sends_files_of_the_project_back_and_nothing_else(
         ("photo", "chart.png", "the chart"), ("document", "notes.txt", ""),
     ]  # fmt: skip
     assert telegram.uploads[0].data == PNG and telegram.uploads[1].data == b"the notes"
+    first = next(t for t in telegram.texts_to(USER) if "Sent chart.png" in t)
+    summary, log = first.split("\n\n")[-1].split("\n")
+    assert " · 1 tool (send_file) · " in summary and log == "📎 send_file: chart.png", first
     assert not any("Allow" in json.dumps(m.reply_markup) for m in telegram.sent_to(USER) if m.reply_markup), (
         "the daemon's own tool is not asked about"
     )

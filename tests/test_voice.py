@@ -79,7 +79,7 @@ async def test_without_a_transcription_server_the_user_is_told_how_to_enable_it(
     ("trouble", "words"),
     [
         ("down", "cannot be reached"),
-        ("error", 'answered 500: {"error": {"message": "model not loaded"}}'),
+        ("error", "answered 500 (model not loaded)"),
         ("slow", "did not answer within 0.5 s"),
         ("silence", "nothing could be made out"),
         ("too big", "the limit is 20 MB"),
@@ -102,6 +102,43 @@ async def test_a_failed_transcription_is_said_and_nothing_reaches_claude(
     telegram.user_sends_voice(AUDIO, size=60 * 1024 * 1024 if trouble == "too big" else None)
     failure = await said(telegram, "⚠️ I could not use that recording")
     assert words in failure and failure.endswith("Nothing was sent to Claude."), failure
+    if trouble == "slow":  # the wait was seen: "typing…" while the server took its time
+        assert telegram.calls_of("sendChatAction"), "no typing indicator while transcribing"
     telegram.user_sends("still there?")  # the chat goes on
     await said(telegram, "MOCK reply to: still there?")
     assert len(mock_api.requests) > asked and not any("lights" in str(r) for r in mock_api.requests)
+
+
+async def test_a_voice_reply_brings_along_what_it_replies_to(
+    start_bot: Callable[..., object], telegram: FakeTelegram, transcriber: FakeTranscriber, mock_api: MockAnthropic
+) -> None:
+    await start_bot(transcribe_url=transcriber.url)  # type: ignore[operator]
+    telegram.user_sends("name a colour")
+    await said(telegram, "MOCK reply to: name a colour")
+    answer = next(m for m in telegram.sent_to(USER) if m.text.startswith("MOCK reply to: name a colour"))
+    transcriber.text = "why that one"
+    telegram.user_sends_voice(AUDIO, replying_to=answer)
+    await said(telegram, "MOCK reply to: ")  # (the mock answers with the prompt's first line)
+    await telegram.wait_for(lambda: any("why that one" in str(r) for r in mock_api.requests), within=30)
+    asked = next(str(r) for r in mock_api.requests if "why that one" in str(r))
+    assert "[Replying to your earlier answer: “MOCK reply to: name a colour”]" in asked
+
+
+async def test_a_spoken_reason_to_deny_is_the_reason_not_a_new_prompt(
+    start_bot: Callable[..., object], telegram: FakeTelegram, transcriber: FakeTranscriber, mock_api: MockAnthropic
+) -> None:
+    from tests.test_permissions import button, tool_said, wait_prompt
+
+    daemon = await start_bot(transcribe_url=transcriber.url, telegram_permission_mode="ask")  # type: ignore[operator]
+    telegram.user_sends("TOUCH_TOOL please")
+    prompt = await wait_prompt(telegram)
+    telegram.user_presses(prompt, button(prompt, "Deny with a reason"))
+    await said(telegram, "Send why")
+    transcriber.text = "not today, use the sandbox"
+    telegram.user_sends_voice(AUDIO)
+    await said(telegram, "✍️ Got it")
+    await telegram.wait_for(lambda: tool_said(telegram), within=30)
+    assert "not today, use the sandbox" in tool_said(telegram)[0], "Claude read the spoken reason"
+    assert prompt.text.endswith("❌ Denied by User: not today, use the sandbox")
+    assert not any("Queued" in t for t in telegram.texts_to(USER)), "the reason was not queued as a prompt"
+    assert not (daemon.settings.workdir / "mock_created.txt").exists()  # type: ignore[attr-defined]

@@ -352,7 +352,10 @@ async def test_the_bot_tells_the_chat_what_failed(
 ) -> None:
     await start([[AnswerDelta("part"), failure]], **bot_settings(telegram))
     telegram.user_sends("hello")
-    await telegram.wait_for(lambda: any(t.startswith(f"{told}\n\n⚠️ Failed · ") for t in telegram.texts_to(USER)))
+    # What Claude had written stays, and the failure follows it in the same bubble, above the summary.
+    await telegram.wait_for(
+        lambda: any(t.startswith(f"part\n\n{told}\n\n⚠️ Failed · ") for t in telegram.texts_to(USER))
+    )
 
 
 async def test_the_bot_stop_button_cancels_the_turn(telegram: FakeTelegram, start: Callable[..., Any]) -> None:

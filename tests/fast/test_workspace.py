@@ -106,4 +106,9 @@ def test_send_file_takes_only_files_of_the_project(tmp_path: Path, arguments: st
     (project / "link.txt").symlink_to(tmp_path / "outside.txt")
     with pytest.raises(ValueError, match=error):
         target(project, arguments)
-    assert target(project, '{"path": "a.txt", "caption": "' + "c" * 2000 + '"}') == (project / "a.txt", "c" * 1024)
+    # A caption over Telegram's 1024 characters (UTF-16 units: an emoji is two) is cut, and says so.
+    assert target(project, '{"path": "a.txt", "caption": "' + "c" * 2000 + '"}') == (
+        project / "a.txt",
+        "c" * 1023 + "…",
+    )
+    assert target(project, '{"path": "a.txt", "caption": "' + "😀" * 600 + '"}')[1] == "😀" * 511 + "…"
