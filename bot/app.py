@@ -44,6 +44,7 @@ from bot.choices import PREFIXES as CHOICE_PREFIXES
 from bot.choices import ChatChoices, Reply
 from bot.late import LATE_PREFIX, late_keyboard, late_question, waited
 from bot.limits_text import crossing_text
+from bot.pastes import Pastes
 from bot.progress import STOP_DATA
 from bot.summary import without_summary
 from bot.uploads import UploadRefused, check_size, upload_path
@@ -167,6 +168,7 @@ class ClaudeBot:
         )
         quiet_handled_flood_control()
         self.albums = Albums(self._queue)
+        self.pastes = Pastes(self._whole_paste)
         self.choices = ChatChoices(settings, engine)
         self.desk = ApprovalDesk(self.application.bot, engine.approvals, settings)
         self._register()
@@ -190,7 +192,7 @@ class ClaudeBot:
         assert app.updater is not None
         self.started_at = time.time()
         await app.updater.start_polling(
-            poll_interval=0, timeout=10, allowed_updates=["message", "callback_query"],
+            poll_interval=0, timeout=10, allowed_updates=["message", "edited_message", "callback_query"],
             error_callback=lambda exc: log.warning("telegram_polling_error error=%s", exc),
         )  # fmt: skip
         await app.start()
@@ -219,6 +221,7 @@ class ClaudeBot:
             return
         await self.stop_polling()
         await self.albums.stop()
+        await self.pastes.flush()
         for chat in list(self.chats.values()):
             await chat.close()
         await self.application.stop()
@@ -231,6 +234,7 @@ class ClaudeBot:
     def _register(self) -> None:
         app = self.application
         app.add_handler(TypeHandler(Update, self._gate), group=-1)
+        app.add_handler(MessageHandler(filters.UpdateType.EDITED_MESSAGE, self._edited))  # (before the rest)
         app.add_handler(CommandHandler("start", self._help))
         app.add_handler(CommandHandler("help", self._help))
         app.add_handler(CommandHandler("new", self._new))
@@ -339,15 +343,38 @@ class ClaudeBot:
         if not has_words(message.text or ""):
             await self._reply(update, "That message looks empty to me: nothing was sent to Claude.")
             return
-        await self._prompt(update, message, message.text or "")
+        text = message.text or ""
+        if await self._answered(update, text):
+            return
+        user = update.effective_user
+        if self.pastes.hold((*self._place(update), user.id if user else 0), update, message, text):
+            return  # (maybe the first part of a long paste: queued when it is whole)
+        await self._queue(update, with_quote(message, text))
 
-    async def _prompt(self, update: Update, message: Message, text: str) -> None:
-        """Typed or spoken text: the answer a prompt waits for (a reason to deny, an Other), else a prompt
-        for Claude, after what it replies to."""
+    async def _edited(self, update: Update, context: Context) -> None:
+        """An edited message: a queued one (or one held after a restart) takes the new text; one Claude
+        has read already is not run again, and the user is told how to send the change."""
+        message = update.effective_message
+        if message is None or (message.text or "").startswith("/"):
+            return
+        chat = await self._chat(update)
+        text = message.text or ""
+        if has_words(text) and chat.edit(message.message_id, with_quote(message, text)):
+            log.info("telegram_edit_taken chat=%s", chat.chat_id)
+            await self._reply(update, "✏️ Edited before Claude read it: the new text is what it reads.")
+            return
+        await self._reply(update, "✏️ Claude has read that message already, so the edit does not reach it: "
+                                  "send the change as a new message.")  # fmt: skip
+
+    async def _answered(self, update: Update, text: str) -> bool:
+        """Whether typed or spoken text is the answer a prompt waits for (a reason to deny, an Other)."""
         chat = update.effective_chat
         if chat is not None and await self.desk.typed(chat.id, text, update.effective_user):
             await self._reply(update, "✍️ Got it: Claude reads that as your answer to the prompt.")
-            return
+            return True
+        return False
+
+    async def _whole_paste(self, update: Update, message: Message, text: str) -> None:
         await self._queue(update, with_quote(message, text))
 
     async def _file(self, update: Update, context: Context) -> None:
@@ -422,7 +449,8 @@ class ClaudeBot:
             return
         await self._reply(update, f"🎙 I heard: “{text}”")
         caption = (message.caption or "").strip()
-        await self._prompt(update, message, f"{caption}\n\n{text}" if caption else text)
+        if not await self._answered(update, text):
+            await self._queue(update, with_quote(message, f"{caption}\n\n{text}" if caption else text))
 
     async def _stop(self, update: Update, context: Context) -> None:
         state, dropped = (await self._chat(update)).stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 from collections import deque
@@ -119,6 +120,18 @@ class ChatSession:
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work())
         return ahead
+
+    def edit(self, message_id: int, prompt: Prompt) -> bool:
+        """A message that is still queued (or held) takes its edited text; False if none is."""
+        for index, job in enumerate(self.jobs):
+            if job.message_id == message_id and isinstance(job.prompt, str):
+                self.jobs[index] = dataclasses.replace(job, prompt=prompt)
+                return True
+        held = self.held.get(message_id)
+        if held is not None and isinstance(held.prompt, str):
+            self.held[message_id] = dataclasses.replace(held, prompt=prompt)
+            return True
+        return False
 
     def stop(self, reason: CancelReason = CancelReason.STOPPED) -> tuple[str, int]:
         """Cancel the running turn and drop the queue, without waiting.

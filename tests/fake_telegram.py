@@ -151,6 +151,10 @@ class FakeTelegram:
             message.update(message_thread_id=topic, is_topic_message=True)
         return self._push({"message": message})["message"]
 
+    def user_edits(self, message: dict[str, Any], text: str) -> None:
+        """The user edits a message they sent (as `user_sends` returned it)."""
+        self._push({"edited_message": {**message, "text": text, "edit_date": int(time.time())}})
+
     @staticmethod
     def _reply_to(message: dict[str, Any], replying_to: SentMessage | None) -> None:
         if replying_to is not None:

@@ -193,6 +193,42 @@ async def test_a_4096_character_message(bot: Daemon, telegram: FakeTelegram, moc
     assert mock_api.user_texts()[-1] == long_text
 
 
+async def test_a_paste_telegram_split_into_messages_is_one_turn(
+    bot: Daemon, telegram: FakeTelegram, mock_api: MockAnthropic
+) -> None:
+    first = ("a line of a long log\n" * 200)[:4096]  # cut at the limit, in the middle of a line
+    second = "g\n" + "the log goes on\n" * 200  # (Telegram's apps send the rest at once)
+    third = "and ends here"  # cut before at a line break the app dropped
+    for part in (first, second.rstrip("\n"), third):
+        telegram.user_sends(part)
+    await wait_answer(telegram, "MOCK reply to:")
+    await wait_idle(bot, telegram)
+    assert mock_api.user_texts()[-1] == first + second.rstrip("\n") + "\n" + third
+    assert len(answers(telegram)) == 1 and not any("Queued" in t for t in telegram.texts_to(USER)), "one turn"
+    telegram.user_sends("a short one")  # a short message is not held for more
+    telegram.user_sends("and another")
+    await telegram.wait_for(lambda: len(answers(telegram)) == 3, within=30)
+
+
+async def test_an_edit_reaches_claude_while_the_message_waits_and_is_answered_after(
+    start_bot: Callable[..., object], telegram: FakeTelegram, mock_api: MockAnthropic
+) -> None:
+    from tests.test_permissions import button, wait_prompt
+
+    await start_bot(telegram_permission_mode="ask")  # type: ignore[operator]
+    telegram.user_sends("TOUCH_TOOL first")
+    prompt = await wait_prompt(telegram)  # (it holds the turn)
+    typo = telegram.user_sends("what is teh time")
+    await telegram.wait_for(lambda: any("📥 Queued" in t for t in telegram.texts_to(USER)))
+    telegram.user_edits(typo, "what is the time")
+    await telegram.wait_for(lambda: any("the new text is what it reads" in t for t in telegram.texts_to(USER)))
+    telegram.user_presses(prompt, button(prompt, "Deny"))
+    await wait_answer(telegram, "MOCK reply to: what is the time")
+    telegram.user_edits(typo, "what was the time")  # read already: said, not run again
+    await telegram.wait_for(lambda: any("the edit does not reach it" in t for t in telegram.texts_to(USER)))
+    assert not any("teh" in json.dumps(r.get("messages")) for r in mock_api.requests)
+
+
 async def test_long_markdown_answer_is_split_cleanly(bot: Daemon, telegram: FakeTelegram) -> None:
     telegram.user_sends("MARKDOWN please")
     await wait_answer(telegram, "stray")

@@ -220,7 +220,8 @@ async def test_each_forum_topic_is_its_own_conversation_and_gets_every_message_o
     assert prompt.thread_id == 9, "the approval prompt is shown in the topic the turn came from"
     telegram.user_presses(prompt, next(data for label, data in buttons(prompt) if label.endswith("Allow")))
     await telegram.wait_for(lambda: bool(in_topic(9, "Tool said")), within=30)
-    await telegram.wait_for(lambda: bool(in_topic(7, "w2999")), within=30)
+    # (the status message previews the answer's end in a group: the turn is over when its summary came)
+    await telegram.wait_for(lambda: bool(in_topic(7, "w2999")) and bool(in_topic(7, "✅ Done · ")), within=30)
     answer_parts = [m for m in telegram.sent_to(GROUP) if m.text.startswith("w") or " w1" in m.text]
     assert len(answer_parts) >= 3 and {m.thread_id for m in answer_parts} == {7}
     sent = telegram.calls_of("sendMessage", "sendChatAction")
