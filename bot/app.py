@@ -11,15 +11,7 @@ import logging
 import time
 from typing import Any
 
-from telegram import (
-    BotCommand,
-    Message,
-    MessageOriginChannel,
-    MessageOriginChat,
-    MessageOriginHiddenUser,
-    MessageOriginUser,
-    Update,
-)
+from telegram import BotCommand, Message, Update
 from telegram.constants import ChatType
 from telegram.error import InvalidToken, TelegramError
 from telegram.ext import (
@@ -46,7 +38,7 @@ from bot.late import LATE_PREFIX, late_keyboard, late_question, waited
 from bot.limits_text import crossing_text
 from bot.pastes import Pastes
 from bot.progress import STOP_DATA
-from bot.summary import without_summary
+from bot.prompt_text import has_words, with_quote
 from bot.uploads import UploadRefused, check_size, upload_path
 from bot.voice import NOT_SET_UP, TranscriptionFailed, transcribe
 from core import (
@@ -102,46 +94,6 @@ GONE = "That message is no longer waiting: send it again if you still want it."
 def dropped_text(dropped: int) -> str:
     """What a stop says of the queued messages it dropped (nothing when there were none)."""
     return f" Dropped {dropped} queued message{'s' if dropped > 1 else ''}." if dropped else ""
-
-
-QUOTED_CHARS = 1000  # of a message replied to, passed along with the reply
-INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))  # zero-width characters
-
-
-def has_words(text: str) -> bool:
-    """Whether a message has something to read (not only spaces and zero-width characters)."""
-    return bool(text.translate(INVISIBLE).strip())
-
-
-def origin_of(message: Message) -> str:
-    """Who a forwarded message is from, as the chat shows it ("" when it was not forwarded)."""
-    origin = message.forward_origin
-    if isinstance(origin, MessageOriginUser):
-        return origin.sender_user.full_name
-    if isinstance(origin, MessageOriginHiddenUser):
-        return origin.sender_user_name
-    if isinstance(origin, (MessageOriginChat, MessageOriginChannel)):
-        chat = origin.sender_chat if isinstance(origin, MessageOriginChat) else origin.chat
-        return chat.title or chat.username or "a chat"
-    return ""
-
-
-def with_quote(message: Message, text: str) -> str:
-    """The text, after what it replies to (the part quoted, or the whole message) and whom it was
-    forwarded from: Claude reads the context the user pointed at, as the user sees it."""
-    replied = message.reply_to_message
-    quoted = (message.quote.text if message.quote else "") or (replied and (replied.text or replied.caption)) or ""
-    ours = bool(replied and replied.from_user and replied.from_user.is_bot)
-    if ours and not message.quote:
-        quoted = without_summary(quoted)  # the answer, not the turn's summary below it
-    if origin := origin_of(message):  # (Claude should not take someone else's words for the user's)
-        text = f"[Forwarded from {origin}]\n\n{text}"
-    if not quoted.strip():
-        return text
-    if len(quoted) > QUOTED_CHARS:
-        quoted = quoted[: QUOTED_CHARS - 1] + "…"
-    whose = "your earlier answer" if ours else "an earlier message"
-    return f"[Replying to {whose}: “{quoted}”]\n\n{text}"
 
 
 class ClaudeBot:

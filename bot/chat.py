@@ -92,6 +92,7 @@ class ChatSession:
         self._worker: asyncio.Task[None] | None = None
         self._cancelling: asyncio.Task[None] | None = None
         self._entering: asyncio.Task[Finished] | None = None  # the turn, from its wait for a slot to its end
+        self._ending = False  # the running turn has ended and its messages are being sent
 
     @property
     def key(self) -> str:
@@ -109,7 +110,8 @@ class ChatSession:
 
     @property
     def busy(self) -> bool:
-        return self.current is not None
+        """A turn runs: from its message's start until it has ended (not while its messages are sent)."""
+        return self.current is not None and not self._ending
 
     def submit(self, job: Job) -> int:
         """Queue a message; returns how many turns run before it (0: it starts now)."""
@@ -142,7 +144,7 @@ class ChatSession:
         """
         dropped = len(self.jobs)
         self.jobs.clear()
-        if self.current is None:
+        if not self.busy:  # (an answered turn whose messages are still being sent has nothing to stop)
             return "idle", dropped
         if self._stop_reason is not None:
             return "already stopping", dropped
@@ -172,7 +174,7 @@ class ChatSession:
     async def _work(self) -> None:
         while self.jobs:
             job = self.jobs.popleft()
-            self.current, self._stop_reason = job, None
+            self.current, self._stop_reason, self._ending = job, None, False
             try:
                 await self._run(job)
             except Exception:
@@ -222,6 +224,7 @@ class ChatSession:
                 messages = appended(written, Chunk(failure_text(error, progress)))
                 summary = summary_line(progress, None, outcome_of(error), refused=refused)
         finally:
+            self._ending = True  # (the turn is over: a stop from now on has nothing to stop)
             self.turn = None
             self.progress = None
             await progress.stop()

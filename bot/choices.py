@@ -58,7 +58,7 @@ def describe_mode(mode: str) -> str:
 def still_elsewhere(chat: ChatSession, name: str) -> str:
     """What a switch to `name` leaves where it was: the running turn and the queued messages go on in the
     project they were sent in."""
-    running = chat.current is not None and chat.current.project != name
+    running = chat.busy and chat.running_project != name
     queued = [job.project for job in chat.jobs if job.project != name]
     what = ["the running turn"] if running else []
     if queued:

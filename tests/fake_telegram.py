@@ -71,6 +71,7 @@ class FakeTelegram:
         self.files: dict[str, tuple[str, bytes]] = {}
         self.uploads: list[Upload] = []  # files the bot sent
         self.faults: dict[str, list[Fault]] = {}
+        self.held: dict[str, asyncio.Event] = {}  # calls of these methods wait until their event is set
         self.drafts_supported = True
         self.polled_elsewhere = False  # another bot instance holds getUpdates: 409
         self.port = 0
@@ -220,6 +221,10 @@ class FakeTelegram:
         """The user deletes a message of the bot (bots get no update for that; later edits of it fail)."""
         message.deleted = True
 
+    def hold(self, method: str) -> asyncio.Event:
+        """Calls of `method` are answered only once the returned event is set (a slow Bot API)."""
+        return self.held.setdefault(method, asyncio.Event())
+
     def fail_next(self, method: str, fault: Fault, times: int = 1) -> None:
         self.faults.setdefault(method, []).extend([fault] * times)
 
@@ -275,6 +280,8 @@ class FakeTelegram:
         call = Call(method, params, time.monotonic())
         if method != "getUpdates":
             self.calls.append(call)
+        if method in self.held:
+            await self.held[method].wait()
         faults = self.faults.get(method)
         if faults:
             fault = faults.pop(0)

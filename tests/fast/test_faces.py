@@ -340,6 +340,19 @@ async def test_the_bot_shows_tools_then_the_answer_and_a_summary(
     assert any("💻 Bash: make test" in text for text in edits), "the tool, as the engine described it"
 
 
+async def test_a_stop_after_the_answer_came_has_nothing_to_stop(
+    telegram: FakeTelegram, start: Callable[..., Any]
+) -> None:
+    await start([[AnswerDelta("All green."), done("All green.")]], **bot_settings(telegram))
+    release = telegram.hold("deleteMessage")  # the turn is answered; its status message is still going
+    telegram.user_sends("run the tests")
+    await telegram.wait_for(lambda: any(t.startswith("All green.\n\n✅ Done") for t in telegram.texts_to(USER)))
+    telegram.user_sends("/stop")
+    await telegram.wait_for(lambda: "Nothing is running." in telegram.texts_to(USER))
+    release.set()
+    await telegram.wait_for(lambda: not [t for t in telegram.texts_to(USER) if t.startswith("⏳")])
+
+
 @pytest.mark.parametrize(
     ("failure", "told"),
     [

@@ -538,3 +538,15 @@ def test_the_chat_reads_the_windows_in_words() -> None:
         "Five-hour window: 91% used, resets in 2 h 10 min ⚠️",
         "Seven-day window: 40% used",
     ]
+
+
+def test_a_split_paste_is_joined_where_the_app_cut_it() -> None:
+    from bot.pastes import joined
+    from bot.prompt_text import has_words
+
+    hard = "x" * 4096  # cut at the limit: mid-word, nothing was dropped
+    assert joined([hard, "yz"]) == hard + "yz"
+    assert joined(["a" * 4000 + " ", "next"]) == "a" * 4000 + " next", "the space the part kept"
+    assert joined(["a" * 4000, "next line"]) == "a" * 4000 + "\nnext line", "the dropped break stands in"
+    assert joined(["only one"]) == "only one"
+    assert not has_words("\u200b \u2060\ufeff\n") and has_words("\u200bhi")
