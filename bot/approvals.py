@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, MessageEntity, User
+from telegramify_markdown.entity import utf16_len
 
 from bot.calls import send
 from bot.chat import place_of
-from bot.render import render
+from bot.render import render, utf16_head
 from core import Approvals, Decision, PermissionPrompt, Settings
 
 log = logging.getLogger("bot.approvals")
@@ -39,10 +40,9 @@ PLAN_TOOL = "ExitPlanMode"  # Claude's plan, for approval before it leaves plan 
 
 def _cut(text: str, limit: int = SHOWN_CHARS) -> str:
     """At most `limit` UTF-16 units of text (Telegram's measure: an emoji counts two), with a note of the rest."""
-    units = text.encode("utf-16-le")
-    if len(units) <= 2 * limit:
+    if utf16_len(text) <= limit:
         return text
-    head = units[: 2 * limit].decode("utf-16-le", errors="ignore")  # (a pair cut in half is dropped)
+    head = utf16_head(text, limit)
     return f"{head}\n… ({len(text) - len(head):,} more characters not shown)"
 
 

@@ -189,7 +189,7 @@ class ChatChoices:
     async def _project_of(self, session_id: str, besides: str | None) -> str | None:
         """The other project whose directory has this session, if any."""
         projects = self.settings.project_dirs
-        for name in projects.names() if projects.configured else []:
+        for name in projects.names():
             if name == besides:
                 continue
             with contextlib.suppress(ProjectError):

@@ -18,6 +18,7 @@ from telegram import Bot, InputFile
 from telegram.error import TelegramError
 from telegramify_markdown.entity import utf16_len
 
+from bot.render import utf16_head
 from core import ClientTool, ToolActivity
 
 log = logging.getLogger("bot.files_back")
@@ -74,11 +75,7 @@ def described(arguments: str) -> ToolActivity:
 
 def fitted_caption(caption: str) -> str:
     """A caption within Telegram's 1024 characters (counted in UTF-16 units), cut with an ellipsis."""
-    if utf16_len(caption) <= CAPTION_LIMIT:
-        return caption
-    while utf16_len(caption) > CAPTION_LIMIT - 1:
-        caption = caption[: -max(1, (utf16_len(caption) - CAPTION_LIMIT + 1) // 2)]
-    return caption + "…"
+    return caption if utf16_len(caption) <= CAPTION_LIMIT else utf16_head(caption, CAPTION_LIMIT - 1) + "…"
 
 
 async def send_file(bot: Bot, chat_id: int, thread_id: int | None, workdir: Path, arguments: str) -> tuple[str, bool]:

@@ -207,6 +207,12 @@ def appended(chunks: list[Chunk], last: Chunk, limit: int = MAX_MESSAGE) -> list
     return [*chunks[:-1], joined(chunks[-1], last)]
 
 
+def utf16_head(text: str, limit: int) -> str:
+    """The start of a text, at most `limit` UTF-16 units (Telegram's measure: an emoji counts two); a
+    pair cut in half is dropped."""
+    return text.encode("utf-16-le")[: 2 * limit].decode("utf-16-le", errors="ignore")
+
+
 def joined(first: Chunk, second: Chunk, between: str = "\n\n") -> Chunk:
     """One message of two, the second's entities moved along."""
     shift = utf16_len(first.text) + utf16_len(between)
