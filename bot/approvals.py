@@ -269,7 +269,9 @@ class ApprovalDesk:
         who = person(user)
         if action in ("a", "A"):
             return self._decide(
-                shown, Decision(True, who, always=action == "A"), "Always allowed" if action == "A" else "Allowed"
+                shown,
+                Decision(True, who, always=action == "A"),
+                "Approved" if shown.kind == "plan" else "Always allowed" if action == "A" else "Allowed",
             )
         if action == "d":
             message = {"question": f"{who} skipped the question.", "plan": f"{who} wants to keep planning."}

@@ -163,13 +163,21 @@ class ChatSession:
                     await asyncio.shield(self._worker)
 
     async def close(self) -> None:
-        self.stop(CancelReason.SHUTDOWN)
+        """Stop for a shutdown; the chat is told of the queued messages that did not run."""
+        _, dropped = self.stop(CancelReason.SHUTDOWN)
         if self._worker is not None:
             try:
                 async with asyncio.timeout(self._settings.kill_grace + 5):
                     await asyncio.shield(self._worker)
             except TimeoutError:
                 self._worker.cancel()
+        if dropped:
+            these = "that message" if dropped == 1 else f"those {dropped} messages"
+            text = (f"📥 {dropped} queued message{'s' if dropped > 1 else ''} did not run: the daemon is shutting "
+                    f"down. Send {these} again once it is back.")  # fmt: skip
+            await send(
+                "shutdown_dropped", lambda: self._bot.send_message(self.chat_id, text, message_thread_id=self.thread_id)
+            )
 
     async def _work(self) -> None:
         while self.jobs:
@@ -266,10 +274,10 @@ class ChatSession:
                 elif isinstance(event, ClientToolsPending):  # Claude called send_file: the bot is that client
                     results = {}
                     for call in event.calls:
-                        progress.tool(described(call.arguments))
-                        results[call.call_id] = await send_file(
+                        results[call.call_id] = result = await send_file(
                             self._bot, self.chat_id, self.thread_id, self._workdir, call.arguments
                         )
+                        progress.tool(described(call.arguments, sent=not result[1]))
                     await turn.continue_with(results, head_after=None)
                 elif isinstance(event, Finished):
                     finished = event

@@ -122,8 +122,8 @@ class ChatChoices:
         """A word after the chat's project when its directory is no longer there."""
         try:
             self.workdir(chat)
-        except ProjectError:
-            return " (⚠️ its directory is not there any more)"
+        except ProjectError as exc:
+            return f" (⚠️ {exc.message})"  # (as a turn's failure says it)
         return ""
 
     async def switch_project(self, chat: ChatSession, name: str) -> str:

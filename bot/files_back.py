@@ -64,13 +64,15 @@ def target(workdir: Path, arguments: str) -> tuple[Path, str]:
     return found, fitted_caption(caption)
 
 
-def described(arguments: str) -> ToolActivity:
-    """A send_file call as the status message and the turn's tool log show it."""
+def described(arguments: str, *, sent: bool) -> ToolActivity:
+    """A send_file call as the status message and the turn's tool log show it (one that sent nothing
+    marked so)."""
+    what = "📎 send_file"
     with contextlib.suppress(ValueError):
         given = json.loads(arguments)
         if isinstance(given, dict) and isinstance(given.get("path"), str):
-            return ToolActivity("send_file", f"📎 send_file: {given['path']}")
-    return ToolActivity("send_file", "📎 send_file")
+            what += f": {given['path']}"
+    return ToolActivity("send_file", what if sent else f"⚠️ {what} (not sent)")
 
 
 def fitted_caption(caption: str) -> str:

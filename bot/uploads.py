@@ -33,4 +33,7 @@ def upload_path(workdir: Path, chat_id: int, name: str | None, default: str = "f
 
 def check_size(size: int | None, limit_mb: float) -> None:
     if size is not None and size > limit_mb * 1024 * 1024:
-        raise UploadRefused(f"that file is {size / 1024 / 1024:.1f} MB; the limit is {limit_mb:g} MB")
+        shown = f"{size / 1024 / 1024:.1f}"
+        if float(shown) <= limit_mb:  # (just over the limit: enough digits to see it is over)
+            shown = f"{size / 1024 / 1024:.6f}".rstrip("0")
+        raise UploadRefused(f"that file is {shown} MB; the limit is {limit_mb:g} MB")

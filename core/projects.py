@@ -62,7 +62,7 @@ class Projects:
             entries = list(self.root.iterdir())
         except OSError:
             return []
-        return sorted(e.name for e in entries if _good_name(e.name) and self._inside_root(e))
+        return sorted((e.name for e in entries if _good_name(e.name) and self._inside_root(e)), key=str.casefold)
 
     def named(self, name: str) -> str:
         """The project a user's spelling names: itself, or the one project it matches ignoring case."""

@@ -318,9 +318,11 @@ class SessionStore:
         head: Transcript | None,
         context: str | None,
         ledger: LedgerEntry | None = None,
+        answered: bool = True,
     ) -> None:
         """Remember that `key` now continues in `session_id`, and account for the turn in the same
-        transaction. Called only after the CLI reported success."""
+        transaction. Called after the CLI reported success; `answered=False` for a keyed conversation's
+        turn that was stopped before its answer (it goes on in that session, no answered turn counted)."""
         now = time.time()
         before = self._recent.pop(key, None)  # dropped first: a failed write leaves no stale copy
         if ledger is not None:
@@ -329,18 +331,29 @@ class SessionStore:
             """
             INSERT INTO conversations
                 (key, session_id, model, workdir, head, transcript, context, turns, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT(key) DO UPDATE SET
                 session_id = excluded.session_id, model = excluded.model, workdir = excluded.workdir,
                 head = excluded.head, transcript = excluded.transcript, context = excluded.context,
-                turns = turns + 1, updated_at = excluded.updated_at
+                turns = turns + excluded.turns, updated_at = excluded.updated_at
             """,
-            (key, session_id, model, workdir, head and head.key, head and head.dumps(), context, now, now),
+            (
+                key,
+                session_id,
+                model,
+                workdir,
+                head and head.key,
+                head and head.dumps(),
+                context,
+                int(answered),
+                now,
+                now,
+            ),
         )
         await self.db.commit()
         if before is not None:  # what the database now holds, without reading it back
             self._remember(Conversation(
-                key, session_id, model, workdir, head.key if head else None, context, before.turns + 1,
+                key, session_id, model, workdir, head.key if head else None, context, before.turns + int(answered),
                 before.created_at, now,
                 head,
             ))  # fmt: skip

@@ -211,6 +211,7 @@ class Turn:
         self.last_tool = ""  # the main thread's latest tool call, described for people
         self.awaiting_client: tuple[ClientToolCall, ...] = ()  # handed to the client, not yet answered
         self._head_after = request.head_after
+        self._kept_unanswered = False  # a stopped turn's session, kept for the conversation (see _release)
         self._process: CLIProcess | None = None
         self._conversation: contextlib.AsyncExitStack | None = None  # holds the conversation's lock
         self._has_slot = False
@@ -694,6 +695,7 @@ class Turn:
     async def _release(self, error: BaseException | None = None) -> None:
         """Put the process back (warm) or end it; then free the slot and the conversation."""
         try:
+            await self._keep_stopped_session(error)
             process = self._process
             if process is not None:
                 if await self._settle(process, error):
@@ -730,11 +732,30 @@ class Turn:
             pass
         return False
 
+    async def _keep_stopped_session(self, error: BaseException | None) -> None:
+        """A conversation known by its key (a chat's), whose turn was stopped or timed out before Claude
+        answered, goes on in the session that turn began: what the user said is in it. (One recognised by
+        its history cannot: the history its client resends does not hold the unanswered turn.)"""
+        session_id = self.session_id
+        if not isinstance(error, (TurnCancelled, ActivityTimeout)) or self._head_after is not None or not session_id:
+            return
+        if self.resumed is not None and self.resumed.session_id == session_id:
+            return  # it goes on there already
+        with contextlib.suppress(StoreError):  # (the store logged it: the next turn starts afresh)
+            await self._ctx.store.record(
+                self.key, session_id=session_id, model=self.model_wanted,
+                workdir=str(self._process.cwd if self._process else self._ctx.settings.workdir),
+                head=None, context=self.request.context, answered=False,
+            )  # fmt: skip
+            self._kept_unanswered = True
+
     def _keep_warm(self, process: CLIProcess) -> None:
         """Keep the process for this conversation's next turn, if that turn would resume its session."""
         session_id = self.session_id or ""
-        recorded = self.outcome in ("ok", "error_max_turns") or (
-            self.resumed is not None and self.resumed.session_id == session_id
+        recorded = (
+            self._kept_unanswered
+            or self.outcome in ("ok", "error_max_turns")
+            or (self.resumed is not None and self.resumed.session_id == session_id)
         )
         if not recorded or not session_id:
             self._ctx.tracker.background(process.stop())

@@ -298,6 +298,29 @@ async def test_stop_kills_the_turn_and_the_session_stays_usable(
     assert any(text.endswith("remember PELICAN") for role, text in mock_api.dialogue() if role == "user")
 
 
+@pytest.mark.parametrize("ending", ["stop", "timeout"])
+async def test_a_first_turn_that_got_no_answer_keeps_what_the_user_said(
+    start_bot: Callable[..., object], telegram: FakeTelegram, mock_api: MockAnthropic, ending: str
+) -> None:
+    daemon: Daemon = await start_bot(activity_timeout=3)  # type: ignore[assignment]
+    if ending == "stop":
+        telegram.user_sends("SLEEP_TOOL my pet is called RHUBARB")
+        await telegram.wait_for(lambda: any("💻 Bash" in m.text for m in status_messages(telegram)), within=20)
+        telegram.user_sends("/stop")
+        await wait_answer(telegram, "The conversation is kept")
+        await telegram.wait_for(lambda: any("⏹ Stopped here · " in t for t in telegram.texts_to(USER)), within=20)
+    else:
+        telegram.user_sends("STALL my pet is called RHUBARB")
+        await telegram.wait_for(lambda: any("⏱ Timed out · " in t for t in telegram.texts_to(USER)), within=30)
+    await wait_idle(daemon, telegram)
+    telegram.user_sends("/status")
+    await telegram.wait_for(lambda: any("(0 answered turns here)" in t for t in telegram.texts_to(USER)))
+    telegram.user_sends("what is my pet called?")
+    await wait_answer(telegram, "MOCK reply to: what is my pet called?")
+    said = [t for role, t in mock_api.dialogue() if role == "user"]
+    assert any("my pet is called RHUBARB" in t for t in said), "the stopped first turn is in the session"
+
+
 async def test_stop_button(bot: Daemon, telegram: FakeTelegram) -> None:
     telegram.user_sends("SLEEP_TOOL again")
     await telegram.wait_for(lambda: any("💻 Bash" in m.text for m in status_messages(telegram)), within=20)

@@ -216,10 +216,15 @@ async def test_a_prompt_of_an_earlier_run_does_not_answer_a_new_one(
 ) -> None:
     first, old = await asked_to_touch(start_bot, telegram)
     old_allow = button(old, "Allow")
+    telegram.user_sends("and then this")  # queued behind the waiting prompt
+    await telegram.wait_for(lambda: any("📥 Queued" in t for t in telegram.texts_to(USER)))
     await first.app[BOT].stop()
+    assert "📥 1 queued message did not run: the daemon is shutting down. Send that message again once it is back." in (
+        telegram.texts_to(USER)
+    ), "a shutdown does not drop the queue silently"
     await first.engine.close()
     # The shutdown withdrew the call: it is named refused, not counted as run.
-    (ended,) = [t for t in telegram.texts_to(USER) if "the daemon is shutting down" in t]
+    (ended,) = [t for t in telegram.texts_to(USER) if "⏹ Stopped: the daemon is shutting down" in t]
     summary = ended.split("⏹ Stopped · ")[1]
     assert "🚫 refused: 💻 Bash: touch mock_created.txt" in summary and "tool (" not in summary, summary
     second = await ask_bot(start_bot)
@@ -305,6 +310,7 @@ async def test_an_approved_plan_lets_the_turn_go_on_and_the_next_turn_plans_agai
     plan = await plan_shown(start_bot, telegram)
     assert "The plan" in plan.text and "Fix the bug" in plan.text and "**" not in plan.text, "rendered Markdown"
     telegram.user_presses(plan, button(plan, "Approve"))
+    await toasted(telegram, "Approved")  # (as the plan then says)
     await telegram.wait_for(lambda: tool_said(telegram), within=30)
     assert "User has approved your plan" in tool_said(telegram)[0]
     assert plan.text.endswith("✅ Approved by User.") and plan.reply_markup is None

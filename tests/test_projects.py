@@ -93,7 +93,9 @@ async def test_a_project_whose_directory_vanished_is_said_and_nothing_runs(
     assert telegram.texts_to(USER)[-1].endswith("is gone. /project picks another.")
     telegram.user_sends("/status")
     status = await reply_with(telegram, "\nMode: ")
-    assert status.text.startswith("Project: gone (⚠️ its directory is not there any more)\n"), status.text
+    assert status.text.startswith(f"Project: gone (⚠️ The directory of project 'gone' ({gone}) is gone)\n"), (
+        "said as the failure said it"
+    )
 
 
 async def test_a_switch_mid_turn_leaves_the_turn_and_what_was_queued_in_their_project(
@@ -274,6 +276,8 @@ async def test_claude_sends_files_of_the_project_back_and_nothing_else(
     first = next(t for t in telegram.texts_to(USER) if "Sent chart.png" in t)
     summary, log = first.split("\n\n")[-1].split("\n")
     assert " · 1 tool (send_file) · " in summary and log == "📎 send_file: chart.png", first
+    missing = next(t for t in telegram.texts_to(USER) if "no file missing.txt" in t)
+    assert missing.endswith("\n⚠️ 📎 send_file: missing.txt (not sent)"), "a file not sent does not look sent"
     assert not any("Allow" in json.dumps(m.reply_markup) for m in telegram.sent_to(USER) if m.reply_markup), (
         "the daemon's own tool is not asked about"
     )

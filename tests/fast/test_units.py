@@ -540,6 +540,16 @@ def test_the_chat_reads_the_windows_in_words() -> None:
     ]
 
 
+def test_a_file_just_over_the_limit_is_said_to_be_over_it() -> None:
+    from bot.uploads import UploadRefused, check_size
+
+    with pytest.raises(UploadRefused, match=r"that file is 1\.000005 MB; the limit is 1 MB"):
+        check_size(1024 * 1024 + 5, 1)
+    with pytest.raises(UploadRefused, match=r"that file is 60\.0 MB; the limit is 20 MB"):
+        check_size(60 * 1024 * 1024, 20)
+    check_size(1024 * 1024, 1)
+
+
 def test_a_split_paste_is_joined_where_the_app_cut_it() -> None:
     from bot.pastes import joined
     from bot.prompt_text import has_words

@@ -22,8 +22,10 @@ def test_a_root_offers_its_subdirectories_and_nothing_outside(tmp_path: Path) ->
     (tmp_path / "secret").mkdir()
     (root / "out").symlink_to(tmp_path / "secret")
     (root / "inner").symlink_to(root / "web")  # a link that stays inside is fine
+    (root / "Api").mkdir()
     projects = Projects.parse(str(root))
-    assert projects.names() == ["inner", "web"]
+    assert projects.names() == ["Api", "inner", "web"], "in the order a person reads them, whatever the case"
+    assert projects.named("api") == "Api" and projects.named("WEB") == "web" and projects.named("nope") == "nope"
     assert projects.path("web") == root / "web"
     for name in ("out", ".git", "..", "../secret", "web/..", "notes.txt", "", "x" * 49):
         with pytest.raises(ProjectError):
