@@ -72,6 +72,11 @@ def permission_answer(request_id: str, prompt: PermissionPrompt, decision: Decis
     }
 
 
+# The tools through which Claude asks the user something: a "no" to them (a skipped question, "keep
+# planning") is an answer, not a refused tool.
+ASKS_THE_USER = frozenset({"AskUserQuestion", "ExitPlanMode"})
+
+
 def changes_mode(prompt: PermissionPrompt, decision: Decision) -> bool:
     """Whether the CLI leaves the permission mode it was started in once it has this answer: an approved
     plan ends plan mode; an "always" that applies a `setMode` suggestion switches modes."""

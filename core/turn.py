@@ -26,7 +26,15 @@ from types import TracebackType
 from typing import Any
 
 from core.answer import AnswerBuilder
-from core.approvals import Approvals, Decision, PermissionPrompt, changes_mode, control_error, permission_answer
+from core.approvals import (
+    ASKS_THE_USER,
+    Approvals,
+    Decision,
+    PermissionPrompt,
+    changes_mode,
+    control_error,
+    permission_answer,
+)
 from core.capacity import ConversationLocks, Slots
 from core.client_tools import MCP_SERVER, ClientTool
 from core.config import Settings
@@ -602,7 +610,7 @@ class Turn:
             self.model_label,
             truncated(result),
             fallback=f"{self.model_wanted} → {self.model}: {self.fallback_reason}" if self.fallback_reason else "",
-            refused=tuple(describe_tool(name, tool_input) for name, tool_input in result.denials),
+            refused=tuple(describe_tool(n, i) for n, i in result.denials if n not in ASKS_THE_USER),
         )
 
     def _structured(self, result: Result) -> AnswerDelta:

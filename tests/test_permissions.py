@@ -328,6 +328,19 @@ async def test_keep_planning_keeps_claude_in_plan_mode(
     await telegram.wait_for(lambda: tool_said(telegram), within=30)
     assert "User wants to keep planning" in tool_said(telegram)[0]
     assert plan.text.endswith("✏️ User asked to keep planning.")
+    assert "refused" not in tool_said(telegram)[0], "an answer to Claude, not a refused tool"
+
+
+async def test_a_skipped_question_is_an_answer_not_a_refusal(
+    start_bot: Callable[..., object], telegram: FakeTelegram
+) -> None:
+    await ask_bot(start_bot)
+    telegram.user_sends("ASK_QUESTION please")
+    question = await wait_shown(telegram, QUESTION)
+    telegram.user_presses(question, button(question, "Skip"))
+    await telegram.wait_for(lambda: tool_said(telegram), within=30)
+    assert "User skipped the question" in tool_said(telegram)[0]
+    assert "✅ Done · " in tool_said(telegram)[0] and "refused" not in tool_said(telegram)[0], tool_said(telegram)[0]
 
 
 async def test_a_deleted_prompt_times_out_as_a_denial_and_the_turn_ends(
