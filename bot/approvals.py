@@ -24,7 +24,7 @@ from telegramify_markdown.entity import utf16_len
 from bot.calls import send
 from bot.chat import place_of
 from bot.render import render, utf16_head
-from core import Approvals, Decision, PermissionPrompt, Settings
+from core import PLAN_TOOL, QUESTION_TOOL, Approvals, Decision, PermissionPrompt, Settings
 
 log = logging.getLogger("bot.approvals")
 
@@ -34,8 +34,6 @@ NO_NOTIFY_CHAT = (
     "Nobody can approve this: HTTP turns are approved in Telegram's TELEGRAM_NOTIFY_ID chat, and none is set "
     "(set it, or PROXY_PERMISSION_MODE to a mode that does not ask)."
 )
-QUESTION_TOOL = "AskUserQuestion"  # the CLI's tool for asking the user; its answers go back in the input
-PLAN_TOOL = "ExitPlanMode"  # Claude's plan, for approval before it leaves plan mode
 
 
 def _cut(text: str, limit: int = SHOWN_CHARS) -> str:

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from telegram import Message, Update
 from telegramify_markdown.entity import utf16_len
 
+from bot.render import MAX_MESSAGE
+
 PASTE_WAIT = 1.5  # seconds after a long part for the next one
 SPLIT_AT = 3800  # UTF-16 units: a text this long may be the first part of a split paste
-TELEGRAM_LIMIT = 4096
 
 Place = tuple[int, int | None, int]  # chat, forum topic, user
 
@@ -36,7 +37,7 @@ def joined(parts: list[str]) -> str:
     a line or a space, which it dropped: a line break stands in for it unless the parts keep one."""
     text = parts[0]
     for before, part in itertools.pairwise(parts):
-        kept = before[-1:].isspace() or part[:1].isspace() or utf16_len(before) >= TELEGRAM_LIMIT
+        kept = before[-1:].isspace() or part[:1].isspace() or utf16_len(before) >= MAX_MESSAGE
         text += part if kept else "\n" + part
     return text
 

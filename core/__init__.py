@@ -5,7 +5,7 @@ This is its public API: the faces and the host import from `core` only, never fr
 """
 
 from core._version import __version__
-from core.approvals import NO_APPROVER, Approvals, Decision, PermissionPrompt
+from core.approvals import NO_APPROVER, PLAN_TOOL, QUESTION_TOOL, Approvals, Decision, PermissionPrompt
 from core.cli_sessions import SessionSummary
 from core.client_tools import ClientTool, mcp_names
 from core.config import ASK, RETRY_AFTER_SECONDS, Settings, load_settings
@@ -55,6 +55,8 @@ from core.turn_events import (
 __all__ = [
     "ASK",
     "NO_APPROVER",
+    "PLAN_TOOL",
+    "QUESTION_TOOL",
     "RETRY_AFTER_SECONDS",
     "ActivityTimeout",
     "AlreadyRunning",

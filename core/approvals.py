@@ -72,9 +72,11 @@ def permission_answer(request_id: str, prompt: PermissionPrompt, decision: Decis
     }
 
 
+QUESTION_TOOL = "AskUserQuestion"  # the CLI's tool for asking the user; its answers go back in the input
+PLAN_TOOL = "ExitPlanMode"  # Claude's plan, for approval before it leaves plan mode
 # The tools through which Claude asks the user something: a "no" to them (a skipped question, "keep
 # planning") is an answer, not a refused tool.
-ASKS_THE_USER = frozenset({"AskUserQuestion", "ExitPlanMode"})
+ASKS_THE_USER = frozenset({QUESTION_TOOL, PLAN_TOOL})
 
 
 def changes_mode(prompt: PermissionPrompt, decision: Decision) -> bool:
@@ -82,7 +84,7 @@ def changes_mode(prompt: PermissionPrompt, decision: Decision) -> bool:
     plan ends plan mode; an "always" that applies a `setMode` suggestion switches modes."""
     if not decision.allow:
         return False
-    if prompt.tool == "ExitPlanMode":
+    if prompt.tool == PLAN_TOOL:
         return True
     return decision.always and any(s.get("type") == "setMode" for s in prompt.suggestions)
 

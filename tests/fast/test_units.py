@@ -282,6 +282,10 @@ async def test_the_stores_memory_of_a_conversation_is_what_the_database_holds(tm
                            context="c")  # fmt: skip
         remembered = await store.get("k1")
         assert remembered is not None and (remembered.session_id, remembered.turns) == (session, n)
+    # A turn stopped before its answer: the conversation goes on in its session, no answered turn counted.
+    await store.record("k1", session_id="s4", model="opus", workdir="/w", head=None, context="c", answered=False)
+    remembered = await store.get("k1")
+    assert remembered is not None and (remembered.session_id, remembered.turns) == ("s4", 3)
     reader = SessionStore(tmp_path)
     await reader.open()
     assert await reader.get("k1") == remembered, "field for field what a fresh read finds"
@@ -560,3 +564,31 @@ def test_a_split_paste_is_joined_where_the_app_cut_it() -> None:
     assert joined(["a" * 4000, "next line"]) == "a" * 4000 + "\nnext line", "the dropped break stands in"
     assert joined(["only one"]) == "only one"
     assert not has_words("\u200b \u2060\ufeff\n") and has_words("\u200bhi")
+
+
+async def test_a_paste_is_held_for_its_parts_and_a_shutdown_does_not_lose_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    from bot import pastes
+
+    monkeypatch.setattr(pastes, "PASTE_WAIT", 0.05)
+    sent: list[str] = []
+
+    async def send(update: object, message: object, text: str) -> None:
+        sent.append(text)
+
+    held = pastes.Pastes(send)  # type: ignore[arg-type]
+    place = (1, None, 7)
+    assert not held.hold(place, None, None, "short"), "a short text is not held"  # type: ignore[arg-type]
+    assert held.hold(place, None, None, "x" * 4096)  # type: ignore[arg-type]
+    assert held.hold(place, None, None, "rest")  # type: ignore[arg-type]
+    assert not held.hold((2, None, 7), None, None, "another chat's"), "parts are joined per place only"  # type: ignore[arg-type]
+    await asyncio.sleep(0.2)
+    assert sent == ["x" * 4096 + "rest"]
+    assert held.hold(place, None, None, "y" * 4000)  # type: ignore[arg-type]
+    await held.flush()  # the daemon is going away: queued at once, not dropped
+    assert sent[-1] == "y" * 4000
+    await asyncio.sleep(0.2)
+    assert len(sent) == 2, "a flushed paste is not sent twice"
